@@ -1,0 +1,139 @@
+"""File input/output shared by every stage: located input errors and atomic outputs.
+
+Two promises live here:
+
+* Bad input is reported as an :class:`InputError` that names the file, the line (1-based) and
+  the field, so a researcher can open the file at the right place.
+* Outputs appear complete or not at all. Everything is written to a temporary sibling first and
+  renamed into place only when the writer finished without an exception, so a killed stage never
+  leaves a half-written file that a later stage (or DVC) could mistake for a finished one.
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+class InputError(ValueError):
+    """Bad input, located: ``path:line: field 'x': message``."""
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None,
+                 field: str | None = None):
+        self.path, self.line, self.field, self.message = str(path), line, field, message
+        where = self.path if line is None else f"{self.path}:{line}"
+        what = message if field is None else f"field '{field}': {message}"
+        super().__init__(f"{where}: {what}")
+
+
+def open_text(path: str | os.PathLike) -> Any:
+    """Open a text file for reading, transparently decompressing ``.gz``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, "r", encoding="utf-8")
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Stream ``(line_number, record)`` from a jsonl(.gz) file, one line at a time.
+
+    Blank lines are skipped. A line that is not a JSON object raises :class:`InputError`.
+    """
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
+            if not isinstance(record, dict):
+                raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
+            yield lineno, record
+
+
+def require_field(record: dict, field: str, kind: type | tuple[type, ...], path: str | os.PathLike,
+                  line: int | None, nonempty: bool = True) -> Any:
+    """Return ``record[field]`` after checking presence, type and (optionally) non-emptiness."""
+    if field not in record:
+        raise InputError(path, "missing", line=line, field=field)
+    value = record[field]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InputError(path, f"expected {names}, got {type(value).__name__}", line=line, field=field)
+    if nonempty and hasattr(value, "__len__") and len(value) == 0:
+        raise InputError(path, "is empty", line=line, field=field)
+    return value
+
+
+def _tmp_sibling(path: Path, is_dir: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}.tmp-"
+    # mkdtemp/mkstemp create private (0700/0600) entries; outputs get ordinary permissions.
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
+        tmp.chmod(0o755)
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent)
+    os.close(fd)
+    os.chmod(name, 0o644)
+    return Path(name)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces ``path`` only on success."""
+    path = Path(path)
+    tmp = _tmp_sibling(path, is_dir=True)
+    try:
+        yield tmp
+        _replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file (text ``"w"`` or binary ``"wb"``) that replaces ``path`` on success."""
+    path = Path(path)
+    tmp = _tmp_sibling(path, is_dir=False)
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        _replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Atomically write records as jsonl; return how many were written."""
+    n = 0
+    with atomic_file(path) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write a small JSON document (metrics, manifests)."""
+    with atomic_file(path) as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=True)
+        f.write("\n")

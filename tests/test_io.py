@@ -1,0 +1,66 @@
+"""Located input errors and atomic outputs (searchr2.io)."""
+import gzip
+import json
+
+import pytest
+
+from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, write_jsonl
+
+
+def test_read_jsonl_locates_bad_json(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": 2\n')
+    rows = read_jsonl(p)
+    assert next(rows) == (1, {"a": 1})
+    with pytest.raises(InputError, match=r"x\.jsonl:3: not valid JSON"):
+        next(rows)
+
+
+def test_read_jsonl_rejects_non_objects_and_reads_gz(tmp_path):
+    p = tmp_path / "x.jsonl.gz"
+    with gzip.open(p, "wt") as f:
+        f.write('{"a": 1}\n[1, 2]\n')
+    rows = read_jsonl(p)
+    assert next(rows)[1] == {"a": 1}
+    with pytest.raises(InputError, match=r":2: expected a JSON object, got list"):
+        next(rows)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(InputError, match="nope.jsonl: file not found"):
+        list(read_jsonl(tmp_path / "nope.jsonl"))
+
+
+def test_require_field_messages():
+    with pytest.raises(InputError, match=r"f\.jsonl:7: field 'golden_answers': missing"):
+        require_field({}, "golden_answers", list, "f.jsonl", 7)
+    with pytest.raises(InputError, match=r"field 'golden_answers': is empty"):
+        require_field({"golden_answers": []}, "golden_answers", list, "f.jsonl", 7)
+    with pytest.raises(InputError, match=r"field 'question': expected str, got int"):
+        require_field({"question": 3}, "question", str, "f.jsonl", 7)
+    assert require_field({"q": "x"}, "q", str, "f", 1) == "x"
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as d:
+        (d / "a.txt").write_text("first")
+    assert (out / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert (out / "a.txt").read_text() == "first"          # old output untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+
+
+def test_atomic_file_and_write_jsonl(tmp_path):
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(ValueError):
+        with atomic_file(out) as f:
+            f.write("partial")
+            raise ValueError
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert write_jsonl(out, [{"a": 1}, {"b": "é"}]) == 2
+    assert [json.loads(l) for l in out.read_text().splitlines()] == [{"a": 1}, {"b": "é"}]

@@ -1,0 +1,73 @@
+"""Strict params files and profiles (searchr2.params, searchr2.profile)."""
+from pathlib import Path
+
+import pytest
+
+from searchr2.io import InputError
+from searchr2.params import SECTIONS, load_params
+from searchr2.profile import main as profile_main
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_every_profile_is_complete_and_valid(path):
+    params = load_params(path)
+    assert set(params.sections) == set(SECTIONS)
+
+
+def test_profiles_differ_where_they_should():
+    default, smoke = load_params(ROOT / "params.yaml"), load_params(ROOT / "configs/smoke.yaml")
+    paper = load_params(ROOT / "configs/paper-qwen2.5-7b.yaml")
+    assert default.model.source == "smollm2" and smoke.model.source == "tiny"
+    assert paper.model.name_or_path == "Qwen/Qwen2.5-7B" and paper.data.source == "hub"
+    assert paper.index.dense.query_prefix == "query: " and paper.index.dense.passage_prefix == "passage: "
+    assert smoke.world.n_entities < default.world.n_entities
+
+
+def _variant(tmp_path, old, new):
+    text = (ROOT / "params.yaml").read_text()
+    assert old in text
+    p = tmp_path / "params.yaml"
+    p.write_text(text.replace(old, new, 1))
+    return p
+
+
+def test_unknown_param_names_line_and_suggests(tmp_path):
+    p = _variant(tmp_path, "  n_entities: 2500", "  n_entites: 2500")
+    line = p.read_text().splitlines().index("  n_entites: 2500           # fictional entities (people, places, works, organisations)") + 1
+    with pytest.raises(InputError) as e:
+        load_params(p)
+    assert str(e.value).startswith(f"{p}:{line}: field 'world.n_entites': unknown param; did you mean 'world.n_entities'?")
+
+
+def test_missing_param_is_an_error(tmp_path):
+    p = _variant(tmp_path, "  top_k: 3", "")
+    with pytest.raises(InputError, match=r"field 'retrieval.top_k': missing"):
+        load_params(p)
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    p = _variant(tmp_path, "  top_k: 3", "  top_k: three")
+    with pytest.raises(InputError, match=r"field 'retrieval.top_k': expected int, got str 'three'"):
+        load_params(p)
+    p = _variant(tmp_path, "normalize: true", "normalize: 1")
+    with pytest.raises(InputError, match=r"field 'index.dense.normalize': expected true/false"):
+        load_params(p)
+
+
+def test_module_validation_is_located(tmp_path):
+    p = _variant(tmp_path, "source: smollm2", "source: gpt5")
+    with pytest.raises(InputError, match=r"field 'model': model.source must be one of"):
+        load_params(p)
+
+
+def test_profile_switch_refuses_invalid_and_copies_valid(tmp_path, capsys):
+    target = tmp_path / "params.yaml"
+    target.write_text("keep me")
+    bad = _variant(tmp_path, "  top_k: 3", "  top_kk: 3")
+    assert profile_main([str(bad), "--to", str(target)]) == 2
+    assert target.read_text() == "keep me"
+    assert profile_main([str(ROOT / "configs/smoke.yaml"), "--to", str(target)]) == 0
+    assert load_params(target).profile == "smoke"
