@@ -1,0 +1,509 @@
+"""Real benchmark data for the paper profile: FlashRAG QA sets and the wiki-18 corpus.
+
+The embedded default builds its questions and passages with :mod:`searchr2.world`. The paper
+profile instead reads the published benchmarks, and this module is the single place that turns
+them into the pipeline's shared formats:
+
+* QA records, FlashRAG schema: ``{"id": str, "question": str, "golden_answers": [str, ...],
+  "metadata": {...}}``, written as ``<qa_dir>/<dataset>/<split>.jsonl``.
+* Corpus passages, wiki-18 DPR schema: ``{"id": str, "contents": "\\"Title\\"\\ntext"}``.
+
+Two sources of QA sets are supported (``DataConfig.source``):
+
+``hub``
+    ``datasets.load_dataset(hub_dataset, <dataset>, split=<split>)`` on the Hugging Face dataset
+    ``RUC-NLPIR/FlashRAG_datasets`` (one config per benchmark). The available splits are asked
+    of the hub first, so the evaluation split is ``test`` when the config has one and ``dev``
+    otherwise. Offline machines cannot reach the hub (unless the dataset is already in the
+    ``datasets`` cache); the error then says which config failed and how to switch to ``local``.
+
+``local``
+    A directory with the same layout as the hub repository, so a plain download of
+    ``RUC-NLPIR/FlashRAG_datasets`` works as is. For every ``<dataset>`` and ``<split>`` exactly
+    one of these forms must be present (several at once is refused as ambiguous)::
+
+        <local_dir>/<dataset>/<split>.jsonl          FlashRAG's own files
+        <local_dir>/<dataset>/<split>.jsonl.gz       the same, compressed
+        <local_dir>/<dataset>/<split>.parquet        one parquet file
+        <local_dir>/<dataset>/<split>-*.parquet      parquet shards, read in name order
+        <local_dir>/<dataset>/<split>/*.parquet      the hub's parquet conversion layout
+
+    Errors in parquet files use the 1-based row index within the file as the "line".
+
+The corpus always comes from a local wiki-18 jsonl or jsonl.gz (21M passages, about 14 GB): it
+is streamed one line at a time and never held in memory. Duplicate passage ids are always
+rejected. Remembering 21M ids as Python strings would cost about 1.5 GB, so ids written as
+canonical decimal integers (all of wiki-18's) are tracked in a bitmap instead (about 2.6 MB for
+21M ids); any other id falls back to a set. The check is therefore cheap enough to need no flag.
+"""
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tqdm import tqdm
+
+from searchr2.io import InputError, atomic_dir, atomic_file, open_text, read_jsonl, require_field
+
+#: The seven evaluation benchmarks of the paper, in the order of its tables.
+PAPER_TEST_SETS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
+#: The paper trains on NQ train merged with HotpotQA train.
+PAPER_TRAIN_SETS = ("nq", "hotpotqa")
+#: Evaluation uses the first of these splits that a dataset has (FlashRAG's convention).
+EVAL_SPLIT_ORDER = ("test", "dev")
+#: The split trained on.
+TRAIN_SPLIT = "train"
+
+_SOURCES = ("world", "hub", "local")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# Integer ids below this bound go into the duplicate bitmap (2**28 bits = 32 MiB at most);
+# larger ones, and ids that are not canonical integers, go into a set.
+_BITMAP_LIMIT = 1 << 28
+# The progress bar over the corpus is refreshed every this many lines (cheaper than every line).
+_PROGRESS_EVERY = 4096
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the paper profile's QA sets and corpus come from, and how much of them to keep."""
+
+    # QA source: "world" (synthetic, produced by searchr2.world, not by this module), "hub"
+    # (Hugging Face datasets) or "local" (a directory of FlashRAG-style files, see module doc).
+    source: str = "world"
+    # Hugging Face dataset id holding one config per benchmark (used when source=hub).
+    hub_dataset: str = "RUC-NLPIR/FlashRAG_datasets"
+    # Git revision (branch, tag or commit) of hub_dataset to pin for reproducibility; None = main.
+    hub_revision: str | None = None
+    # Directory with <dataset>/<split>.jsonl (or .jsonl.gz / .parquet forms); required for local.
+    local_dir: str | None = None
+    # wiki-18 corpus file, jsonl or jsonl.gz with {"id", "contents"} lines; required for hub/local.
+    corpus_path: str | None = None
+    # Benchmarks to evaluate on; each uses its test split, else its dev split.
+    test_sets: tuple = PAPER_TEST_SETS
+    # Benchmarks whose train split is prepared for training (the paper merges NQ and HotpotQA).
+    train_sets: tuple = PAPER_TRAIN_SETS
+    # Keep only the first N records of each eval set (deterministic, file order); None = all.
+    max_test: int | None = None
+    # Keep only the first N records of each train set (deterministic, file order); None = all.
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; store tuples so the config stays hashable and comparisons are stable.
+        for name in ("test_sets", "train_sets"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)):
+                raise ValueError(f"data.{name}: expected a list of dataset names, got {value!r}")
+            for item in value:
+                if not isinstance(item, str) or not _NAME_RE.match(item):
+                    raise ValueError(f"data.{name}: {item!r} is not a valid dataset name "
+                                     "(letters, digits, '_', '-', '.'; no path separators)")
+            if len(set(value)) != len(value):
+                raise ValueError(f"data.{name}: duplicate dataset names in {list(value)}")
+            object.__setattr__(self, name, tuple(value))
+        if self.source not in _SOURCES:
+            raise ValueError(f"data.source: expected one of {', '.join(_SOURCES)}, got {self.source!r}")
+        for name in ("max_test", "max_train"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"data.{name}: expected a positive integer or null, got {value!r}")
+
+
+class HubError(RuntimeError):
+    """The Hugging Face hub could not provide a dataset config (offline, missing, renamed)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# QA records
+# ---------------------------------------------------------------------------------------------
+
+def _as_id(record: dict, path: str | os.PathLike, line: int | None) -> str:
+    """Read ``id`` as a non-empty string; integers are accepted and converted."""
+    value = require_field(record, "id", (str, int), path, line)
+    if isinstance(value, bool):
+        raise InputError(path, "expected str or int, got bool", line=line, field="id")
+    value = str(value)
+    if not value.strip():
+        raise InputError(path, "is blank", line=line, field="id")
+    return value
+
+
+def validate_qa_record(record: Any, path: str | os.PathLike, line: int | None) -> dict:
+    """Check one FlashRAG QA record and return it normalised.
+
+    Normal form: ``id`` a string (ints converted), ``question`` stripped and non-empty,
+    ``golden_answers`` a non-empty list of stripped non-empty strings, ``metadata`` a dict
+    (``{}`` when absent or null). Other keys are dropped, so every record downstream has exactly
+    these four. Anything else raises :class:`InputError` naming ``path``, ``line`` and the field.
+    """
+    if not isinstance(record, dict):
+        raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line)
+    rid = _as_id(record, path, line)
+    question = require_field(record, "question", str, path, line).strip()
+    if not question:
+        raise InputError(path, "is blank", line=line, field="question")
+    answers = require_field(record, "golden_answers", (list, tuple), path, line)
+    golden = []
+    for i, answer in enumerate(answers):
+        if not isinstance(answer, str):
+            raise InputError(path, f"item {i}: expected str, got {type(answer).__name__}",
+                             line=line, field="golden_answers")
+        if not answer.strip():
+            raise InputError(path, f"item {i}: is blank", line=line, field="golden_answers")
+        golden.append(answer.strip())
+    metadata = record.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        raise InputError(path, f"expected dict, got {type(metadata).__name__}", line=line, field="metadata")
+    return {"id": rid, "question": question, "golden_answers": golden, "metadata": metadata}
+
+
+def _validated(rows: Iterable[tuple[str, int, Any]], limit: int | None) -> Iterator[dict]:
+    """Validate ``(path, line, record)`` rows, reject duplicate ids, stop after ``limit``."""
+    seen: dict[str, tuple[str, int]] = {}
+    for path, line, raw in itertools.islice(rows, limit):
+        record = validate_qa_record(raw, path, line)
+        first = seen.get(record["id"])
+        if first is not None:
+            raise InputError(path, f"duplicate id {record['id']!r} (first at {first[0]}:{first[1]})",
+                             line=line, field="id")
+        seen[record["id"]] = (str(path), line)
+        yield record
+
+
+# --- local files ------------------------------------------------------------------------------
+
+def _local_root(cfg: DataConfig) -> Path:
+    if not cfg.local_dir:
+        raise ValueError("data.local_dir is required when data.source=local: a directory holding "
+                         "<dataset>/<split>.jsonl files in the FlashRAG layout")
+    root = Path(cfg.local_dir)
+    if not root.is_dir():
+        raise InputError(root, "data.local_dir: directory not found")
+    return root
+
+
+def _local_candidates(root: Path, dataset: str, split: str) -> list[str]:
+    """The accepted spellings of one split's file(s), for error messages."""
+    d = root / dataset
+    return [str(d / f"{split}.jsonl"), str(d / f"{split}.jsonl.gz"), str(d / f"{split}.parquet"),
+            str(d / f"{split}-*.parquet"), str(d / split / "*.parquet")]
+
+
+def _local_files(root: Path, dataset: str, split: str) -> list[Path] | None:
+    """The file(s) holding ``dataset``/``split`` under ``root``, or None if there are none."""
+    d = root / dataset
+    forms = [
+        [d / f"{split}.jsonl"] if (d / f"{split}.jsonl").is_file() else [],
+        [d / f"{split}.jsonl.gz"] if (d / f"{split}.jsonl.gz").is_file() else [],
+        [d / f"{split}.parquet"] if (d / f"{split}.parquet").is_file() else [],
+        sorted(p for p in d.glob(f"{split}-*.parquet") if p.is_file()) if d.is_dir() else [],
+        sorted(p for p in (d / split).glob("*.parquet") if p.is_file()) if (d / split).is_dir() else [],
+    ]
+    present = [files for files in forms if files]
+    if not present:
+        return None
+    if len(present) > 1:
+        listed = ", ".join(str(f[0]) if len(f) == 1 else f"{f[0]} (+{len(f) - 1} more)" for f in present)
+        raise InputError(d, f"split {split!r} is present in several forms ({listed}); keep only one")
+    return present[0]
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, int, Any]]:
+    """Stream a parquet file's rows as plain Python dicts (lists stay lists, structs dicts)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for unreadable files
+        raise InputError(path, f"not a readable parquet file ({e})") from None
+    row = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            row += 1
+            yield str(path), row, record
+
+
+def _read_local(files: list[Path]) -> Iterator[tuple[str, int, Any]]:
+    for path in files:
+        if path.name.endswith(".parquet"):
+            yield from _read_parquet(path)
+        else:
+            for line, record in read_jsonl(path):
+                yield str(path), line, record
+
+
+# --- hub ----------------------------------------------------------------------------------------
+
+def _hub_failure(cfg: DataConfig, dataset: str, what: str, error: BaseException) -> HubError:
+    return HubError(
+        f"could not {what} of Hugging Face dataset {cfg.hub_dataset!r}, config {dataset!r}"
+        f" ({type(error).__name__}: {error}). If this machine is offline, download the FlashRAG"
+        f" files elsewhere and set data.source=local with data.local_dir pointing at a directory"
+        f" holding {dataset}/<split>.jsonl")
+
+
+def _hub_splits(cfg: DataConfig, dataset: str) -> list[str]:
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_split_names(cfg.hub_dataset, dataset, revision=cfg.hub_revision))
+    except Exception as e:  # offline, unknown config, network: all reported the same way
+        raise _hub_failure(cfg, dataset, "list the splits", e) from e
+
+
+def _hub_label(cfg: DataConfig, dataset: str, split: str) -> str:
+    """The "path" used in error messages for hub rows."""
+    rev = f"@{cfg.hub_revision}" if cfg.hub_revision else ""
+    return f"hf://datasets/{cfg.hub_dataset}{rev}/{dataset}[{split}]"
+
+
+def _read_hub(cfg: DataConfig, dataset: str, split: str) -> Iterator[tuple[str, int, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.hub_dataset, dataset, split=split, revision=cfg.hub_revision)
+    except Exception as e:
+        raise _hub_failure(cfg, dataset, f"load split {split!r}", e) from e
+    label = _hub_label(cfg, dataset, split)
+    for row, record in enumerate(ds, start=1):
+        yield label, row, record
+
+
+# --- public QA API ------------------------------------------------------------------------------
+
+def _check_source(cfg: DataConfig) -> None:
+    if cfg.source == "world":
+        raise ValueError("data.source=world: the synthetic world's QA sets and corpus are generated "
+                         "by searchr2.world; searchr2.data only loads real data (source hub or local)")
+    if cfg.source not in ("hub", "local"):
+        raise ValueError(f"data.source: expected hub or local here, got {cfg.source!r}")
+
+
+def eval_split(cfg: DataConfig, dataset: str) -> str:
+    """Which split of ``dataset`` is evaluated on: ``"test"`` if it exists, else ``"dev"``.
+
+    FlashRAG keeps the official test sets where they are public (NQ, TriviaQA, PopQA, Bamboogle)
+    and the dev sets otherwise (HotpotQA, 2Wiki, Musique), which is what the paper reports.
+    """
+    _check_source(cfg)
+    if cfg.source == "hub":
+        available = _hub_splits(cfg, dataset)
+        for split in EVAL_SPLIT_ORDER:
+            if split in available:
+                return split
+        raise HubError(f"Hugging Face dataset {cfg.hub_dataset!r}, config {dataset!r} has no "
+                       f"{' or '.join(EVAL_SPLIT_ORDER)} split (it has: {', '.join(available) or 'none'})")
+    root = _local_root(cfg)
+    for split in EVAL_SPLIT_ORDER:
+        if _local_files(root, dataset, split) is not None:
+            return split
+    expected = [c for split in EVAL_SPLIT_ORDER for c in _local_candidates(root, dataset, split)]
+    raise InputError(root / dataset, f"no evaluation split for dataset {dataset!r}; expected one of: "
+                     + ", ".join(expected))
+
+
+def load_qa_split(cfg: DataConfig, dataset: str, split: str, limit: int | None = None) -> Iterator[dict]:
+    """Yield the validated, normalised records of ``dataset``/``split``, in source order.
+
+    ``limit`` keeps only the first N records (the caps ``max_test``/``max_train`` are applied by
+    :func:`prepare_real_data` through it). Ids must be unique within the split.
+    """
+    _check_source(cfg)
+    if not _NAME_RE.match(dataset) or not _NAME_RE.match(split):
+        raise ValueError(f"invalid dataset or split name: {dataset!r}/{split!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    if cfg.source == "hub":
+        rows = _read_hub(cfg, dataset, split)
+    else:
+        root = _local_root(cfg)
+        files = _local_files(root, dataset, split)
+        if files is None:
+            raise InputError(root / dataset, f"split {split!r} of dataset {dataset!r} not found; expected "
+                             "one of: " + ", ".join(_local_candidates(root, dataset, split)))
+        rows = _read_local(files)
+    return _validated(rows, limit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------------------
+
+class _IdSet:
+    """Remembers seen passage ids cheaply: canonical integer ids in a bitmap, others in a set."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._other: set[str] = set()
+
+    def add(self, pid: str) -> bool:
+        """Record ``pid``; return False if it was already seen."""
+        if pid.isascii() and pid.isdigit() and (pid == "0" or pid[0] != "0") and len(pid) < 10 \
+                and int(pid) < _BITMAP_LIMIT:
+            n = int(pid)
+            byte, bit = n >> 3, 1 << (n & 7)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            if self._bits[byte] & bit:
+                return False
+            self._bits[byte] |= bit
+            return True
+        if pid in self._other:
+            return False
+        self._other.add(pid)
+        return True
+
+
+def _validate_passage(record: dict, path: str | os.PathLike, line: int) -> dict:
+    pid = _as_id(record, path, line)
+    contents = require_field(record, "contents", str, path, line)
+    title_line, newline, _ = contents.partition("\n")
+    if not newline or len(title_line) < 2 or not (title_line.startswith('"') and title_line.endswith('"')):
+        raise InputError(path, 'must start with a quoted title line, as in "\\"Title\\"\\ntext"',
+                         line=line, field="contents")
+    return {"id": pid, "contents": contents}
+
+
+def _corpus_lines(path: Path, progress: tqdm | None) -> Iterator[tuple[int, dict]]:
+    """Like :func:`searchr2.io.read_jsonl`, but advancing ``progress`` by bytes read from disk.
+
+    For a .gz file the bar counts compressed bytes, so its total is the file size either way.
+    """
+    with open_text(path) as f:
+        raw = f.buffer.fileobj if isinstance(f.buffer, gzip.GzipFile) else f.buffer
+        done = 0
+        for lineno, line in enumerate(f, start=1):
+            if progress is not None and lineno % _PROGRESS_EVERY == 0:
+                pos = raw.tell()
+                progress.update(pos - done)
+                done = pos
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
+            if not isinstance(record, dict):
+                raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
+            yield lineno, record
+        if progress is not None:
+            progress.update(max(progress.total - done, 0) if progress.total else 0)
+
+
+def _iter_corpus(path: str | os.PathLike, progress: tqdm | None = None) -> Iterator[dict]:
+    path = Path(path)
+    seen = _IdSet()
+    for line, record in _corpus_lines(path, progress):
+        passage = _validate_passage(record, path, line)
+        if not seen.add(passage["id"]):
+            raise InputError(path, f"duplicate passage id {passage['id']!r}", line=line, field="id")
+        yield passage
+
+
+def iter_corpus(path: str | os.PathLike) -> Iterator[dict]:
+    """Stream the validated passages ``{"id": str, "contents": str}`` of a wiki-18 jsonl(.gz).
+
+    One line at a time, so the 14 GB corpus never sits in memory. Each passage needs an ``id``
+    (string, or integer converted to string), and ``contents`` holding a quoted title line, a
+    newline, then the text. Extra keys are dropped. Blank lines are skipped. A malformed line or
+    a repeated id raises :class:`InputError` with the file and line.
+    """
+    return _iter_corpus(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The prepare stage
+# ---------------------------------------------------------------------------------------------
+
+def _write_qa(records: Iterable[dict], out: Path, desc: str) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(out, "w", encoding="utf-8") as f:
+        for record in tqdm(records, desc=desc, unit="q", leave=False):
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def _open_corpus_writer(f: Any, corpus_out: Path) -> Any:
+    """Wrap the atomic binary file: gzip (with a fixed mtime, for reproducible bytes) or plain."""
+    if corpus_out.name.endswith(".gz"):
+        return gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0)
+    return f
+
+
+def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
+    """Materialise the paper profile's data in the pipeline's formats and return a manifest.
+
+    Writes ``<qa_dir>/<dataset>/<split>.jsonl`` for every eval set (its test split, else dev,
+    capped to ``max_test``) and every train set (its train split, capped to ``max_train``), then
+    streams the corpus from ``cfg.corpus_path`` to ``corpus_out`` as normalised jsonl (gzip when
+    ``corpus_out`` ends in ``.gz``). Both outputs are built in temporary siblings and put in
+    place together only once everything succeeded, so a failure anywhere leaves neither a
+    partial ``qa_dir`` nor a partial ``corpus_out`` (a previous complete one stays untouched).
+    """
+    _check_source(cfg)
+    if not cfg.corpus_path:
+        raise ValueError(f"data.corpus_path is required when data.source={cfg.source}: "
+                         "a wiki-18 jsonl or jsonl.gz file")
+    qa_dir, corpus_out = Path(qa_dir), Path(corpus_out)
+    corpus_src = Path(cfg.corpus_path)
+    if not corpus_src.is_file():
+        raise InputError(corpus_src, "data.corpus_path: file not found")
+    if corpus_out.resolve().is_relative_to(qa_dir.resolve()):
+        raise ValueError(f"corpus_out {corpus_out} must not lie inside qa_dir {qa_dir}")
+    if cfg.source == "local" and cfg.local_dir and qa_dir.resolve() == Path(cfg.local_dir).resolve():
+        raise ValueError(f"qa_dir {qa_dir} must differ from data.local_dir (it would be replaced)")
+    if corpus_out.resolve() == corpus_src.resolve():
+        raise ValueError(f"corpus_out {corpus_out} must differ from data.corpus_path")
+
+    manifest: dict[str, Any] = {
+        "source": cfg.source,
+        "origin": (f"hf://datasets/{cfg.hub_dataset}" + (f"@{cfg.hub_revision}" if cfg.hub_revision else "")
+                   if cfg.source == "hub" else str(cfg.local_dir)),
+        "eval": {}, "train": {}, "corpus": {},
+    }
+    with atomic_dir(qa_dir) as tmp_qa:
+        for dataset in cfg.test_sets:
+            split = eval_split(cfg, dataset)
+            records = load_qa_split(cfg, dataset, split, limit=cfg.max_test)
+            n = _write_qa(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
+            manifest["eval"][dataset] = {"split": split, "records": n,
+                                         "path": str(qa_dir / dataset / f"{split}.jsonl")}
+        for dataset in cfg.train_sets:
+            records = load_qa_split(cfg, dataset, TRAIN_SPLIT, limit=cfg.max_train)
+            n = _write_qa(records, tmp_qa / dataset / f"{TRAIN_SPLIT}.jsonl", f"{dataset}/{TRAIN_SPLIT}")
+            manifest["train"][dataset] = {"split": TRAIN_SPLIT, "records": n,
+                                          "path": str(qa_dir / dataset / f"{TRAIN_SPLIT}.jsonl")}
+
+        # The corpus is written inside the QA directory's transaction: if it fails, the
+        # half-built QA directory is discarded as well, and vice versa.
+        passages = 0
+        with atomic_file(corpus_out, "wb") as raw_out, \
+                tqdm(total=corpus_src.stat().st_size, desc=f"corpus {corpus_src.name}", unit="B",
+                     unit_scale=True) as bar:
+            out = _open_corpus_writer(raw_out, corpus_out)
+            try:
+                for passage in _iter_corpus(corpus_src, bar):
+                    out.write((json.dumps(passage, ensure_ascii=False) + "\n").encode("utf-8"))
+                    passages += 1
+            finally:
+                if out is not raw_out:
+                    out.close()
+            if passages == 0:
+                raise InputError(corpus_src, "corpus has no passages")
+        manifest["corpus"] = {"source": str(corpus_src), "path": str(corpus_out), "passages": passages}
+    return manifest
+
+
+__all__ = [
+    "DataConfig", "HubError", "PAPER_TEST_SETS", "PAPER_TRAIN_SETS", "EVAL_SPLIT_ORDER", "TRAIN_SPLIT",
+    "eval_split", "load_qa_split", "prepare_real_data", "validate_qa_record", "iter_corpus",
+]

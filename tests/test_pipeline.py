@@ -1,0 +1,57 @@
+"""End to end: the smoke profile through `dvc repro` in a temporary copy of the repository."""
+import json
+import sys
+import time
+
+import pytest
+
+from conftest import run
+
+
+def _set(params, old, new):
+    text = params.read_text()
+    assert old in text, old
+    params.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.slow
+def test_smoke_profile_through_dvc_repro(repo_copy):
+    repo = repo_copy
+    run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
+    proc = run(["dvc", "repro"], repo)
+    for stage in ("world", "model", "index_bm25", "index_dense"):
+        assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
+
+    # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
+    splits = {"nq": "test", "triviaqa": "test", "popqa": "test", "hotpotqa": "dev", "2wikimultihopqa": "dev",
+              "musique": "dev", "bamboogle": "test"}
+    for name, split in [*splits.items(), ("nq", "train"), ("hotpotqa", "train")]:
+        rows = (repo / f"data/qa/{name}/{split}.jsonl").read_text().splitlines()
+        assert rows and all(json.loads(r)["golden_answers"] for r in rows)
+    assert (repo / "data/models/base/config.json").exists()
+    assert json.loads((repo / "results/world.json").read_text())["profile"] == "smoke"
+
+    # a no-op repro does nothing, quickly
+    start = time.perf_counter()
+    proc = run(["dvc", "repro"], repo)
+    assert "Running stage" not in proc.stdout and time.perf_counter() - start < 10
+
+    # a retrieval (search-time) param rebuilds nothing; an index param rebuilds only its index
+    params = repo / "params.yaml"
+    _set(params, "  top_k: 3", "  top_k: 5")
+    _set(params, "    k1: 0.9", "    k1: 1.2")
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    _set(params, "index_type: flat", "index_type: hnsw")
+    proc = run(["dvc", "repro"], repo)
+    assert "Running stage 'index_dense'" in proc.stdout
+    for stage in ("world", "model", "index_bm25"):
+        assert f"Running stage '{stage}'" not in proc.stdout
+
+    # the built indexes answer a real question of the world through the one Retriever interface
+    probe = ("import json; from searchr2.params import load_params; from searchr2.retrieval import load_retriever\n"
+             "p = load_params(); q = json.loads(open('data/qa/nq/test.jsonl').readline())\n"
+             "for m in ('bm25', 'dense'):\n"
+             "    hits = load_retriever(m, 'data/index', p.index).search([q['question']], 3)[0]\n"
+             "    assert len(hits) == 3 and set(hits[0]) >= {'id', 'title', 'text', 'score'}, hits\n"
+             "    print(m, 'ok')\n")
+    assert run([sys.executable, "-c", probe], repo).stdout.split() == ["bm25", "ok", "dense", "ok"]

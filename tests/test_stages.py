@@ -1,0 +1,69 @@
+"""Stage entry points meet bad input with one located message, exit 2, and leave no output behind."""
+import json
+import sys
+
+from conftest import run
+
+
+def _use_local_data(repo, qa_dir, corpus):
+    text = (repo / "configs/paper-qwen2.5-7b.yaml").read_text()
+    text = text.replace("source: hub", "source: local").replace("local_dir: null", f"local_dir: {qa_dir}")
+    text = text.replace("corpus_path: data/raw/wiki-18.jsonl.gz", f"corpus_path: {corpus}")
+    (repo / "params.yaml").write_text(text)
+
+
+def _write(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+
+def _local_data(tmp_path, bad_split=None, bad_row=None, corpus_rows=None):
+    qa = tmp_path / "flashrag"
+    splits = {"nq": ["train", "test"], "triviaqa": ["test"], "popqa": ["test"], "hotpotqa": ["train", "dev"],
+              "2wikimultihopqa": ["dev"], "musique": ["dev"], "bamboogle": ["test"]}
+    for name, names in splits.items():
+        for split in names:
+            rows = [{"id": f"{split}_{i}", "question": f"who wrote book {i}", "golden_answers": [f"Author {i}"],
+                     "metadata": {}} for i in range(3)]
+            if (name, split) == bad_split:
+                rows[1] = bad_row
+            _write(qa / name / f"{split}.jsonl", rows)
+    corpus = tmp_path / "wiki.jsonl"
+    _write(corpus, corpus_rows or [{"id": str(i), "contents": f'"Book {i}"\nBook {i} was written by Author {i}.'}
+                                   for i in range(5)])
+    return qa, corpus
+
+
+def test_world_stage_loads_local_flashrag_data(repo_copy, tmp_path):
+    qa, corpus = _local_data(tmp_path)
+    _use_local_data(repo_copy, qa, corpus)
+    run([sys.executable, "-m", "stages.world"], repo_copy)
+    assert (repo_copy / "data/qa/hotpotqa/dev.jsonl").exists()
+    assert len((repo_copy / "data/corpus/corpus.jsonl").read_text().splitlines()) == 5
+
+
+def test_world_stage_names_the_record_without_answers(repo_copy, tmp_path):
+    qa, corpus = _local_data(tmp_path, bad_split=("musique", "dev"),
+                             bad_row={"id": "dev_1", "question": "who?", "golden_answers": []})
+    _use_local_data(repo_copy, qa, corpus)
+    proc = run([sys.executable, "-m", "stages.world"], repo_copy, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{qa}/musique/dev.jsonl:2: field 'golden_answers'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (repo_copy / "data/qa").exists() and not (repo_copy / "data/corpus").exists()
+
+
+def test_world_stage_names_the_malformed_corpus_line(repo_copy, tmp_path):
+    qa, corpus = _local_data(tmp_path, corpus_rows=[{"id": "0", "contents": '"A"\na'}, '{"id": "1", "contents": '])
+    _use_local_data(repo_copy, qa, corpus)
+    proc = run([sys.executable, "-m", "stages.world"], repo_copy, check=False)
+    assert proc.returncode == 2 and f"{corpus}:2: not valid JSON" in proc.stderr, proc.stderr
+    assert not (repo_copy / "data/corpus").exists()
+
+
+def test_stage_names_a_misspelt_param(repo_copy):
+    params = repo_copy / "params.yaml"
+    params.write_text(params.read_text().replace("  top_k: 3", "  topk: 3"))
+    proc = run([sys.executable, "-m", "stages.index_dense"], repo_copy, check=False)
+    assert proc.returncode == 2
+    assert "params.yaml:" in proc.stderr and "field 'retrieval.topk': unknown param; did you mean 'retrieval.top_k'?" in proc.stderr
