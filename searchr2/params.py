@@ -121,9 +121,9 @@ class Params:
         raise AttributeError(name)
 
 
-def load_params(path: str | Path = "params.yaml", only: tuple[str, ...] | None = None) -> Params:
-    """Read and validate a params file. ``only`` limits which sections are built (all keys are still
-    checked against the known section names)."""
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a whole params file: every stage checks every section, so a typo anywhere
+    stops the first stage that runs, not the one that happens to read it."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "params file not found")
@@ -139,6 +139,5 @@ def load_params(path: str | Path = "params.yaml", only: tuple[str, ...] | None =
     reader.check_keys(raw, list(SCALARS) + list(SECTIONS), "")
     for key, kind in SCALARS.items():
         reader.value(kind, raw[key], key)
-    sections = {name: reader.dataclass(section_class(name), raw[name], name)
-                for name in SECTIONS if only is None or name in only}
+    sections = {name: reader.dataclass(section_class(name), raw[name], name) for name in SECTIONS}
     return Params(path=path, profile=raw["profile"], sections=sections)

@@ -9,7 +9,7 @@ from searchr2.stage import BM25_INDEX, CORPUS, RESULTS, run_stage
 
 
 def main():
-    params = load_params(only=("index",))
+    params = load_params()
     stats = build_bm25_index(CORPUS, BM25_INDEX, params.index.bm25)
     write_json(RESULTS / "index_bm25.json", stats)
 

@@ -8,7 +8,7 @@ from searchr2.stage import CORPUS, DENSE_INDEX, RESULTS, run_stage
 
 
 def main():
-    params = load_params(only=("index",))
+    params = load_params()
     stats = build_dense_index(CORPUS, DENSE_INDEX, params.index.dense)
     write_json(RESULTS / "index_dense.json", stats)
 

@@ -9,7 +9,7 @@ from searchr2.stage import BASE_MODEL, CORPUS, run_stage
 
 
 def main():
-    params = load_params(only=("model",))
+    params = load_params()
     info = materialize_base_model(params.model, BASE_MODEL, corpus_path=CORPUS)
     print(f"[model] {info['source']} -> {BASE_MODEL}")
 

