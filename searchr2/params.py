@@ -26,6 +26,8 @@ SECTIONS: dict[str, str] = {
     "model": "searchr2.models:ModelConfig",
     "index": "searchr2.retrieval:IndexConfig",
     "retrieval": "searchr2.retrieval:RetrievalConfig",
+    "rollout": "searchr2.rollout:RolloutConfig",
+    "evaluate": "searchr2.evaluation:EvalConfig",
 }
 #: top-level scalars that are not sections
 SCALARS: dict[str, type] = {"profile": str}

@@ -43,3 +43,19 @@ def run_stage(name: str, main: Callable[[], dict | None]) -> None:
         print(f"[{name}] {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+MODELS = Path("data/models")
+
+
+def model_dir(name: str) -> Path:
+    """Directory of one of the pipeline's models: base, sft or rl."""
+    return MODELS / name
+
+
+def pick_device(device: str) -> str:
+    """``auto`` means CUDA when there is one; anything else is taken as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -19,7 +19,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense"):
+    for stage in ("world", "model", "index_bm25", "index_dense", "evaluate"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -30,17 +30,25 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
         assert rows and all(json.loads(r)["golden_answers"] for r in rows)
     assert (repo / "data/models/base/config.json").exists()
     assert json.loads((repo / "results/world.json").read_text())["profile"] == "smoke"
+    metrics = json.loads((repo / "results/metrics.json").read_text())
+    for system in ("direct", "rag", "agent_base"):
+        assert set(metrics[system]) == {*splits, "avg"}
+        assert 0 <= metrics[system]["avg"]["em"] <= 100
+        rows = (repo / f"results/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
+        assert len(rows) == metrics[system]["hotpotqa"]["n"] and "trajectory" in json.loads(rows[0])
 
     # a no-op repro does nothing, quickly
     start = time.perf_counter()
     proc = run(["dvc", "repro"], repo)
     assert "Running stage" not in proc.stdout and time.perf_counter() - start < 10
 
-    # a retrieval (search-time) param rebuilds nothing; an index param rebuilds only its index
+    # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world: only evaluate reruns
     params = repo / "params.yaml"
-    _set(params, "  top_k: 3", "  top_k: 5")
     _set(params, "    k1: 0.9", "    k1: 1.2")
-    assert "Running stage" not in run(["dvc", "repro"], repo).stdout
+    _set(params, "  method: bm25", "  method: dense")
+    proc = run(["dvc", "repro"], repo)
+    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == ["Running stage 'evaluate':"]
+    # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
     proc = run(["dvc", "repro"], repo)
     assert "Running stage 'index_dense'" in proc.stdout

@@ -1,0 +1,118 @@
+"""Scoring systems on the seven eval sets: per-question predictions and per-set EM / F1 / cover-EM.
+
+A *system* is a way of answering: ``direct`` and ``rag`` (the one-shot baselines of
+:mod:`searchr2.baselines`) and ``agent_<model>`` (the multi-turn search agent of
+:mod:`searchr2.rollout` with one of the pipeline's models). Evaluation is always greedy, Actor only,
+as in the paper. Scores are reported ×100, like the paper's tables, and the average is the plain
+mean over the sets (each set counts once, whatever its size).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from searchr2.data import validate_qa_record
+from searchr2.io import InputError, read_jsonl
+from searchr2.metrics import cover_exact_match, exact_match, f1_score
+from searchr2.rollout import RolloutConfig, Trajectory
+
+METRICS = ("em", "f1", "cover_em")
+BASELINES = ("direct", "rag")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What the evaluate stage scores, and on how many questions."""
+
+    max_questions: int | None = 30   # first N questions of each eval set (deterministic); null = the whole set
+    systems: tuple[str, ...] = ("direct", "rag", "agent_base")  # direct | rag | agent_<model> (base, sft, rl)
+    chunk_size: int = 64             # questions handed to the engine at once (progress granularity; the
+                                     # engine batches them by rollout.batch_size)
+    device: str = "cpu"              # cpu | cuda | auto
+    dtype: str = "float32"           # float32 | bfloat16 | float16 (bf16 on GPU)
+
+    def __post_init__(self):
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError(f"evaluate.max_questions must be >= 1 or null, got {self.max_questions}")
+        for s in self.systems:
+            if s not in BASELINES and not s.startswith("agent_"):
+                raise ValueError(f"unknown system {s!r}: use direct, rag or agent_<model> (agent_base, agent_sft, agent_rl)")
+        if self.chunk_size < 1:
+            raise ValueError(f"evaluate.chunk_size must be >= 1, got {self.chunk_size}")
+
+
+def eval_file(qa_dir: Path, dataset: str) -> Path:
+    """The eval split file of a dataset: ``test.jsonl``, else ``dev.jsonl`` (FlashRAG's rule)."""
+    for split in ("test", "dev"):
+        path = Path(qa_dir) / dataset / f"{split}.jsonl"
+        if path.exists():
+            return path
+    raise InputError(Path(qa_dir) / dataset, "no test.jsonl or dev.jsonl; run the `world` stage first")
+
+
+def load_eval_set(qa_dir: Path, dataset: str, max_questions: int | None) -> list[dict]:
+    path = eval_file(qa_dir, dataset)
+    records = []
+    for line, record in read_jsonl(path):
+        records.append(validate_qa_record(record, path, line))
+        if max_questions is not None and len(records) >= max_questions:
+            break
+    if not records:
+        raise InputError(path, "the eval set is empty")
+    return records
+
+
+def score_row(record: dict, traj: Trajectory, tokenizer) -> dict:
+    """One prediction row: the question, the gold, what the system said, and its scores."""
+    pred, gold = traj.answer, record["golden_answers"]
+    return {
+        "id": record["id"], "question": record["question"], "golden_answers": gold, "prediction": pred,
+        "em": exact_match(pred, gold), "f1": f1_score(pred, gold), "cover_em": cover_exact_match(pred, gold),
+        "trajectory": traj.response_text(tokenizer), "searches": traj.searches, "turns": traj.turns,
+        "stop_reason": traj.stop_reason, "generated_tokens": int(sum(traj.loss_mask)),
+    }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Per-set summary: scores ×100, answer rate, mean searches and turns."""
+    n = len(rows)
+    out = {m: round(100 * sum(r[m] for r in rows) / n, 2) for m in METRICS}
+    out.update(n=n, answered=round(sum(r["prediction"] is not None for r in rows) / n, 4),
+               searches=round(sum(len(r["searches"]) for r in rows) / n, 3),
+               turns=round(sum(r["turns"] for r in rows) / n, 3))
+    return out
+
+
+def average(per_set: dict[str, dict]) -> dict:
+    """Unweighted mean of the sets' scores (the paper's "Avg" column)."""
+    return {m: round(sum(s[m] for s in per_set.values()) / len(per_set), 2) for m in METRICS}
+
+
+def run_system(answer_fn, sets: dict[str, list[dict]], tokenizer, chunk_size: int, desc: str):
+    """Answer every set with ``answer_fn(questions) -> trajectories``; return rows, summaries, timing."""
+    rows_by_set, summary, generated, start = {}, {}, 0, time.perf_counter()
+    total = sum(len(r) for r in sets.values())
+    with tqdm(total=total, desc=desc, unit="q") as bar:
+        for name, records in sets.items():
+            rows = []
+            for k in range(0, len(records), chunk_size):
+                chunk = records[k:k + chunk_size]
+                trajs = answer_fn([r["question"] for r in chunk])
+                rows += [score_row(r, t, tokenizer) for r, t in zip(chunk, trajs)]
+                bar.update(len(chunk))
+            rows_by_set[name], summary[name] = rows, summarize(rows)
+            generated += sum(r["generated_tokens"] for r in rows)
+    seconds = time.perf_counter() - start
+    summary["avg"] = average({k: v for k, v in summary.items()})
+    timing = {"seconds": round(seconds, 2), "questions": total, "questions_per_s": round(total / seconds, 4),
+              "generated_tokens": generated, "generated_tokens_per_s": round(generated / seconds, 2)}
+    return rows_by_set, summary, timing
+
+
+def greedy(cfg: RolloutConfig) -> RolloutConfig:
+    """Evaluation decodes greedily whatever the training rollouts do."""
+    return dataclasses.replace(cfg, do_sample=False)
