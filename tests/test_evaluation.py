@@ -1,0 +1,106 @@
+"""Evaluation (searchr2.evaluation) and the Direct / RAG baselines (searchr2.baselines)."""
+import json
+
+import pytest
+import torch
+
+from searchr2.baselines import answer_direct, answer_rag
+from searchr2.evaluation import EvalConfig, average, eval_file, load_eval_set, run_system, summarize
+from searchr2.io import InputError
+from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
+from searchr2.rollout import RolloutConfig, Trajectory
+
+
+class FakeRetriever:
+    def __init__(self):
+        self.calls = []
+
+    def search(self, queries, k):
+        self.calls.append(list(queries))
+        return [[{"id": str(i), "title": f"Page {i}", "text": f"Text about {q}", "score": 1.0} for i in range(k)]
+                for q in queries]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"Page {i}"\nPage {i} is about Mira Tesk.'}) + "\n"
+                              for i in range(100)))
+    materialize_base_model(ModelConfig(source="tiny", seed=2, tiny=TinyModelConfig(vocab_size=300)), root / "m", corpus)
+    torch.set_num_threads(1)
+    return load_model(root / "m"), load_tokenizer(root / "m")
+
+
+def _fake_traj(question, answer, searches=0, turns=1):
+    return Trajectory(question=question, token_ids=[1, 2, 3], loss_mask=[0, 1, 1], prompt_len=1,
+                      searches=["q"] * searches, answer=answer, turns=turns, finished=True, stop_reason="answer")
+
+
+def test_summary_scores_are_percent_and_average_is_unweighted():
+    sets = {"a": [{"id": "1", "question": "q1", "golden_answers": ["Mira Tesk"]},
+                  {"id": "2", "question": "q2", "golden_answers": ["1901"]}],
+            "b": [{"id": "3", "question": "q3", "golden_answers": ["yes"]}]}
+    answers = {"q1": "mira tesk", "q2": "1902", "q3": "Yes."}
+
+    class Tok:
+        def decode(self, ids, **kw):
+            return "text"
+
+    rows, summary, timing = run_system(lambda qs: [_fake_traj(q, answers[q], searches=2) for q in qs], sets, Tok(),
+                                       chunk_size=1, desc="t")
+    assert summary["a"]["em"] == 50.0 and summary["b"]["em"] == 100.0
+    assert summary["avg"]["em"] == 75.0                     # mean of sets, not of questions (66.67)
+    assert summary["a"]["searches"] == 2 and summary["a"]["answered"] == 1.0
+    assert rows["a"][1]["prediction"] == "1902" and rows["a"][1]["em"] == 0.0
+    assert timing["questions"] == 3 and timing["generated_tokens"] == 6
+
+
+def test_no_answer_scores_zero():
+    row = {"prediction": None, "em": 0.0, "f1": 0.0, "cover_em": 0.0, "searches": [], "turns": 5}
+    assert summarize([row])["answered"] == 0.0 and average({"x": summarize([row])})["em"] == 0.0
+
+
+def test_eval_file_prefers_test_then_dev(tmp_path):
+    (tmp_path / "hotpotqa").mkdir()
+    (tmp_path / "hotpotqa" / "dev.jsonl").write_text("")
+    assert eval_file(tmp_path, "hotpotqa").name == "dev.jsonl"
+    (tmp_path / "hotpotqa" / "test.jsonl").write_text("")
+    assert eval_file(tmp_path, "hotpotqa").name == "test.jsonl"
+    with pytest.raises(InputError, match="no test.jsonl or dev.jsonl; run the `world` stage"):
+        eval_file(tmp_path, "musique")
+
+
+def test_load_eval_set_caps_and_locates_bad_records(tmp_path):
+    d = tmp_path / "nq"
+    d.mkdir()
+    good = [{"id": str(i), "question": f"q{i}", "golden_answers": ["a"]} for i in range(5)]
+    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good))
+    assert [r["id"] for r in load_eval_set(tmp_path, "nq", 3)] == ["0", "1", "2"]
+    (d / "test.jsonl").write_text(json.dumps(good[0]) + "\n" + json.dumps({"id": "x", "question": "q"}) + "\n")
+    with pytest.raises(InputError, match=r"nq/test.jsonl:2: field 'golden_answers'"):
+        load_eval_set(tmp_path, "nq", None)
+    (d / "test.jsonl").write_text("")
+    with pytest.raises(InputError, match="the eval set is empty"):
+        load_eval_set(tmp_path, "nq", None)
+
+
+def test_eval_config_rejects_unknown_systems():
+    with pytest.raises(ValueError, match="unknown system 'bm25'"):
+        EvalConfig(systems=("direct", "bm25"))
+    assert EvalConfig(systems=("agent_sft",)).systems == ("agent_sft",)
+
+
+def test_direct_and_rag_answer_in_one_turn(tiny):
+    model, tok = tiny
+    cfg = RolloutConfig(max_new_tokens=8, do_sample=False)
+    qs = ["who founded orvane bay", "when was mira tesk born"]
+    direct = answer_direct(model, tok, qs, cfg)
+    assert all(t.turns == 1 and t.finished and not t.searches for t in direct)
+    retriever = FakeRetriever()
+    rag = answer_rag(model, tok, retriever, qs, cfg)
+    assert retriever.calls == [["who founded orvane bay?", "when was mira tesk born?"]]   # one batched call
+    for t, q in zip(rag, qs):
+        prompt = tok.decode(t.token_ids[:t.prompt_len])
+        assert "Doc 1(Title: Page 0) Text about" in prompt and q in prompt
+        assert t.turns == 1 and len(t.documents) == 1 and sum(t.loss_mask[:t.prompt_len]) == 0
