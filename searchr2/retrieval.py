@@ -35,6 +35,11 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+# OpenMP threads that spin while idle steal the CPU from each other (torch and FAISS each have a pool)
+# and from any other process: on a busy 2-core machine spinning made query encoding 4x slower. Sleep
+# instead. Only effective if set before torch/faiss are first imported; an explicit value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from searchr2.docstore import DocStore, copy_corpus, parse_contents, read_docs
 from searchr2.io import atomic_dir, write_json
 
@@ -95,16 +100,16 @@ class DenseConfig:
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """How later stages (rollouts, evaluation, the server) search; changing it rebuilds no index."""
+    """Which index later stages (rollouts, evaluation) search; changing it rebuilds no index.
+
+    How many passages a search returns is ``rollout.top_k``: one knob, used by the agent and RAG alike.
+    """
 
     method: str = "bm25"  # which index answers searches: "bm25" or "dense"
-    top_k: int = 3  # passages returned per search call (Search-R1 found 3 better than 1 or 5)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown retrieval method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if isinstance(self.top_k, bool) or self.top_k < 1:
-            raise ValueError(f"retrieval.top_k must be >= 1, got {self.top_k}")
 
 
 @dataclass(frozen=True)

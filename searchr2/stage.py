@@ -7,6 +7,7 @@ Bugs still raise normally, with their traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from searchr2.io import InputError
 QA_DIR = Path("data/qa")
 CORPUS_DIR = Path("data/corpus")
 CORPUS = CORPUS_DIR / "corpus.jsonl"
-BASE_MODEL = Path("data/models/base")
+MODELS = Path("data/models")
+BASE_MODEL = MODELS / "base"
 BM25_INDEX = Path("data/index/bm25")
 DENSE_INDEX = Path("data/index/dense")
 INDEX_DIR = Path("data/index")
@@ -32,7 +34,12 @@ os.environ.setdefault("OPENAI_API_KEY", "unused-offline")  # pyserini imports an
 
 
 def run_stage(name: str, main: Callable[[], dict | None]) -> None:
-    """Run a stage's ``main``; report its wall time; turn bad input into a one-line error."""
+    """Run a stage's ``main``; report its wall time; turn bad input into a one-line error.
+
+    SIGTERM (what `kill` and schedulers send) becomes a normal exit, so the ``finally``/``except``
+    blocks of the atomic writers run and remove their temporary outputs.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     start = time.perf_counter()
     try:
         main()
@@ -43,8 +50,6 @@ def run_stage(name: str, main: Callable[[], dict | None]) -> None:
         print(f"[{name}] {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(2)
     print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-
-MODELS = Path("data/models")
 
 
 def model_dir(name: str) -> Path:

@@ -44,13 +44,13 @@ def test_unknown_param_names_line_and_suggests(tmp_path):
 
 def test_missing_param_is_an_error(tmp_path):
     p = _variant(tmp_path, "  top_k: 3", "")
-    with pytest.raises(InputError, match=r"field 'retrieval.top_k': missing"):
+    with pytest.raises(InputError, match=r"field 'rollout.top_k': missing"):
         load_params(p)
 
 
 def test_wrong_type_is_an_error(tmp_path):
     p = _variant(tmp_path, "  top_k: 3", "  top_k: three")
-    with pytest.raises(InputError, match=r"field 'retrieval.top_k': expected int, got str 'three'"):
+    with pytest.raises(InputError, match=r"field 'rollout.top_k': expected int, got str 'three'"):
         load_params(p)
     p = _variant(tmp_path, "normalize: true", "normalize: 1")
     with pytest.raises(InputError, match=r"field 'index.dense.normalize': expected true/false"):

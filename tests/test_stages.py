@@ -66,4 +66,24 @@ def test_stage_names_a_misspelt_param(repo_copy):
     params.write_text(params.read_text().replace("  top_k: 3", "  topk: 3"))
     proc = run([sys.executable, "-m", "stages.index_dense"], repo_copy, check=False)
     assert proc.returncode == 2
-    assert "params.yaml:" in proc.stderr and "field 'retrieval.topk': unknown param; did you mean 'retrieval.top_k'?" in proc.stderr
+    assert "params.yaml:" in proc.stderr and "field 'rollout.topk': unknown param; did you mean 'rollout.top_k'?" in proc.stderr
+
+
+def test_a_killed_stage_leaves_no_partial_output(tmp_path):
+    """SIGTERM mid-write: the stage exits 143 and neither the output nor its temporary sibling remains."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ENV, ROOT
+
+    script = ("import sys, time\nfrom searchr2.io import atomic_dir\nfrom searchr2.stage import run_stage\n"
+              "def main():\n    with atomic_dir(sys.argv[1]) as d:\n        (d / 'half').write_text('x')\n"
+              "        print('writing', flush=True)\n        time.sleep(60)\n"
+              "run_stage('slow', main)\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == []
