@@ -49,7 +49,8 @@ from typing import Any, Iterable, Iterator
 
 from tqdm import tqdm
 
-from searchr2.io import InputError, atomic_dir, atomic_file, open_text, read_jsonl, require_field
+from searchr2.io import (InputError, atomic_dir, atomic_file, open_text, parse_jsonl_line, read_jsonl,
+                         require_field)
 
 #: The seven evaluation benchmarks of the paper, in the order of its tables.
 PAPER_TEST_SETS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
@@ -384,15 +385,9 @@ def _corpus_lines(path: Path, progress: tqdm | None) -> Iterator[tuple[int, dict
                 pos = raw.tell()
                 progress.update(pos - done)
                 done = pos
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
-            if not isinstance(record, dict):
-                raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
-            yield lineno, record
+            record = parse_jsonl_line(line, path, lineno)
+            if record is not None:
+                yield lineno, record
         if progress is not None:
             progress.update(max(progress.total - done, 0) if progress.total else 0)
 

@@ -48,15 +48,22 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """
     with open_text(path) as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
-            if not isinstance(record, dict):
-                raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
-            yield lineno, record
+            record = parse_jsonl_line(line, path, lineno)
+            if record is not None:
+                yield lineno, record
+
+
+def parse_jsonl_line(line: str, path: str | os.PathLike, lineno: int) -> dict | None:
+    """One jsonl line as a JSON object; None for a blank line; a located :class:`InputError` otherwise."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON ({e.msg} at column {e.colno})", line=lineno) from None
+    if not isinstance(record, dict):
+        raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=lineno)
+    return record
 
 
 def require_field(record: dict, field: str, kind: type | tuple[type, ...], path: str | os.PathLike,
