@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from searchr2.models import pick_device
+
 # OpenMP threads that spin while idle steal the CPU from each other (torch and FAISS each have a pool)
 # and from any other process: on a busy 2-core machine spinning made query encoding 4x slower. Sleep
 # instead. Only effective if set before torch/faiss are first imported; an explicit value wins.
@@ -45,15 +47,6 @@ def resolve_encoder(name: str) -> str:
             raise ValueError(f"encoder {name!r}: model files missing under {path}")
         return str(path)
     return name
-
-
-def pick_device(device: str) -> str:
-    """``"auto"`` means CUDA when available, else CPU; anything else is passed to torch."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class TextEncoder:

@@ -223,6 +223,15 @@ def materialize_base_model(cfg: ModelConfig, out_dir: str | Path, corpus_path: s
     return info
 
 
+def pick_device(device: str) -> str:
+    """``"auto"`` means CUDA when available, else CPU; anything else (cpu, cuda, cuda:1) is passed to torch."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_tokenizer(model_dir: str | Path):
     """Load the tokenizer of a materialised model, left-padded for batched generation."""
     from transformers import AutoTokenizer

@@ -55,12 +55,3 @@ def run_stage(name: str, main: Callable[[], dict | None]) -> None:
 def model_dir(name: str) -> Path:
     """Directory of one of the pipeline's models: base, sft or rl."""
     return MODELS / name
-
-
-def pick_device(device: str) -> str:
-    """``auto`` means CUDA when there is one; anything else is taken as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -9,11 +9,11 @@ from pathlib import Path
 from searchr2.baselines import answer_direct, answer_rag
 from searchr2.evaluation import greedy, load_eval_set, run_system
 from searchr2.io import atomic_dir, write_json, write_jsonl
-from searchr2.models import load_model, load_tokenizer
+from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
 from searchr2.retrieval import load_retriever
 from searchr2.rollout import rollout
-from searchr2.stage import INDEX_DIR, QA_DIR, RESULTS, model_dir, pick_device, run_stage
+from searchr2.stage import INDEX_DIR, QA_DIR, RESULTS, model_dir, run_stage
 
 PREDICTIONS = RESULTS / "predictions"
 
