@@ -108,7 +108,7 @@ def extract_search(turn_text: str | None) -> str | None:
     return matches[-1].strip() if matches else None
 
 
-def _truncate_to_tokens(text: str, tokenizer, max_tokens: int) -> str:
+def truncate_to_tokens(text: str, tokenizer, max_tokens: int) -> str:
     """The longest prefix of ``text`` made of its first ``<= max_tokens`` tokens, never mid-character.
 
     Byte-level BPE can split one character over two tokens; decoding such a cut yields U+FFFD, so
@@ -141,7 +141,7 @@ def format_documents(docs: list[dict], tokenizer, max_tokens: int) -> str:
         title = " ".join(str(doc.get("title", "")).split())
         text = " ".join(str(doc.get("text", "")).split())
         lines.append(f"Doc {i}(Title: {title}) {text}")
-    return _truncate_to_tokens("\n".join(lines), tokenizer, max_tokens)
+    return truncate_to_tokens("\n".join(lines), tokenizer, max_tokens)
 
 
 def observation_text(docs: list[dict], tokenizer, max_tokens: int) -> str:

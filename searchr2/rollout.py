@@ -166,7 +166,21 @@ class Trajectory:
     def from_dict(cls, record: dict) -> "Trajectory":
         return cls(**record)
 
-    # ---- building (used by the engine) --------------------------------------------------------
+    # ---- building (the engine, and scripted teachers that must produce the same layout) ---------
+
+    def add_turn(self, ids: Sequence[int], action: str) -> None:
+        """Append one assistant turn: ``ids`` as written by the model (loss mask 1)."""
+        self._append(ids, 1, {"kind": "assistant", "action": action})
+        self.turns += 1
+
+    def add_tool_output(self, ids: Sequence[int], query: str | None = None, docs: list[dict] | None = None) -> None:
+        """Append the environment's reply to the last turn (loss mask 0); a search's query and documents are recorded."""
+        search_index = None
+        if query is not None:
+            search_index = len(self.searches)
+            self.searches.append(query)
+            self.documents.append(docs)
+        self._append(ids, 0, {"kind": "tool", "search": search_index})
 
     def _append(self, ids: Sequence[int], mask: int, step: dict) -> None:
         start = len(self.token_ids)
@@ -397,7 +411,7 @@ class _Group:
 
 # ------------------------------------------------------------------------------------ the loop
 
-def _classify(text: str, final: bool) -> tuple[str, str | None]:
+def classify_turn(text: str, final: bool) -> tuple[str, str | None]:
     """``(action, query)`` of one generated turn: "answer", "search" (with its query) or "invalid"."""
     if ANSWER_CLOSE in text and extract_answer(text) is not None:
         return "answer", None
@@ -408,10 +422,29 @@ def _classify(text: str, final: bool) -> tuple[str, str | None]:
     return "invalid", None
 
 
+def new_trajectory(tokenizer, question: str) -> Trajectory:
+    """An empty trajectory: just the agent's prompt for ``question``."""
+    ids = build_prompt_ids(tokenizer, question)
+    return Trajectory(question=question, token_ids=list(ids), loss_mask=[0] * len(ids), prompt_len=len(ids))
+
+
+def tool_output_ids(tokenizer, docs: list[dict] | None, turns: int, cfg: RolloutConfig) -> list[int]:
+    """Token ids of what the environment appends after assistant turn number ``turns``.
+
+    ``docs`` not None: the retrieved documents in information tags; None: the correction message
+    for a turn that neither searched nor answered. After the last searchable turn
+    (``turns == cfg.max_turns``) the notice that no searches are left follows.
+    """
+    text = CORRECTION_MESSAGE if docs is None else observation_text(docs, tokenizer, cfg.max_obs_tokens)
+    ids = encode_text(tokenizer, text)
+    if turns == cfg.max_turns:
+        ids += encode_text(tokenizer, FINAL_TURN_MESSAGE)
+    return ids
+
+
 def _start(tokenizer, question: str, prefix: "Trajectory | None", cfg: RolloutConfig) -> Trajectory:
     if prefix is None:
-        ids = build_prompt_ids(tokenizer, question)
-        return Trajectory(question=question, token_ids=list(ids), loss_mask=[0] * len(ids), prompt_len=len(ids))
+        return new_trajectory(tokenizer, question)
     if not isinstance(prefix, Trajectory):
         raise TypeError(f"a prefix must be a Trajectory or None, got {type(prefix).__name__}")
     problems = []
@@ -433,12 +466,12 @@ def _start(tokenizer, question: str, prefix: "Trajectory | None", cfg: RolloutCo
     return copy.deepcopy(prefix)
 
 
-def _finish(traj: Trajectory, reason: str, tokenizer) -> None:
+def finish_trajectory(traj: Trajectory, reason: str, tokenizer) -> None:
     traj.finished, traj.stop_reason = True, reason
     traj.answer = extract_answer(traj.generated_text(tokenizer))
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -462,8 +495,6 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
     for q in questions:
         normalize_question(q)  # fail early on empty / non-string questions
     trajs = [_start(tokenizer, q, p, cfg) for q, p in zip(questions, prefixes)]
-    correction_ids = _encode(tokenizer, CORRECTION_MESSAGE)
-    final_notice_ids = _encode(tokenizer, FINAL_TURN_MESSAGE)
 
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -476,7 +507,7 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
                 if t.finished:
                     continue
                 if len(t.token_ids) >= cfg.max_context_tokens:
-                    _finish(t, "context_cap", tokenizer)
+                    finish_trajectory(t, "context_cap", tokenizer)
                 else:
                     live.append(i)
             if not live:
@@ -500,37 +531,27 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
             for i, ids in zip(live, new_ids):
                 t = trajs[i]
                 text = tokenizer.decode(ids, skip_special_tokens=False)
-                action, query = _classify(text, final[i])
-                t._append(ids, 1, {"kind": "assistant", "action": action})
-                t.turns += 1
+                action, query = classify_turn(text, final[i])
+                t.add_turn(ids, action)
                 if action == "answer":
-                    _finish(t, "answer", tokenizer)
+                    finish_trajectory(t, "answer", tokenizer)
                 elif final[i]:
-                    _finish(t, "turn_budget", tokenizer)
+                    finish_trajectory(t, "turn_budget", tokenizer)
                 elif action == "search":
                     pending.append((i, query))
                 else:
                     corrections.append(i)
 
             results = search_batch(retriever, [q for _, q in pending], cfg.top_k, cfg) if pending else []
-            tool_outputs: list[tuple[int, list[int], str | None, list[dict] | None]] = []
-            for (i, query), docs in zip(pending, results):
-                tool_outputs.append((i, _encode(tokenizer, observation_text(docs, tokenizer, cfg.max_obs_tokens)),
-                                     query, docs))
-            tool_outputs += [(i, list(correction_ids), None, None) for i in corrections]
-            for i, ids, query, docs in sorted(tool_outputs, key=lambda x: x[0]):
+            replies = [(i, query, docs) for (i, query), docs in zip(pending, results)]
+            replies += [(i, None, None) for i in corrections]
+            for i, query, docs in sorted(replies, key=lambda x: x[0]):
                 t = trajs[i]
-                if t.turns == cfg.max_turns:
-                    ids = ids + final_notice_ids
+                ids = tool_output_ids(tokenizer, docs, t.turns, cfg)
                 if len(t.token_ids) + len(ids) > cfg.max_context_tokens:
-                    _finish(t, "context_cap", tokenizer)
+                    finish_trajectory(t, "context_cap", tokenizer)
                     continue
-                search_index = None
-                if query is not None:
-                    search_index = len(t.searches)
-                    t.searches.append(query)
-                    t.documents.append(docs)
-                t._append(ids, 0, {"kind": "tool", "search": search_index})
+                t.add_tool_output(ids, query, docs)
     finally:
         if hasattr(model, "train"):
             model.train(was_training)

@@ -1,0 +1,175 @@
+"""The Meta-Refiner (SPEC §2): one prompt, one integer answer about a whole trajectory.
+
+The Actor's own weights play the refiner under a different prompt (the *meta prompt*). It is shown
+the question and the trajectory as numbered steps, each step being one assistant turn followed by
+the tool output it triggered, and answers one integer ``j``: ``0`` when every step is acceptable
+(the discriminator accepts), ``j >= 1`` for the earliest flawed step (the trimmer's cut point).
+
+Its decision is read from the next-token distribution after the meta prompt, restricted to the
+candidate answers ``0..n`` (``n`` = the trajectory's number of steps; a step that does not exist
+cannot be flawed). Each candidate must be a single token of the tokenizer (digits are, in every
+tokenizer this project uses), so one forward pass scores all of them.
+
+Revise or not (SPEC §2): compare the score of "revise" with the probability of answer 0 and revise
+when it is at least as large, minus a margin. "Revise" is scored either as the total probability
+of the non-zero answers (``total``, the default) or as the best single non-zero answer (``best``).
+When revising, the cut point is drawn from the non-zero answers' distribution, renormalised.
+
+Tool outputs are shown in the meta prompt cut to ``obs_tokens`` tokens each: the refiner needs to
+see what a search returned, not every word of it, and the meta prompt is paid for at every
+training step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from searchr2.protocol import truncate_to_tokens, build_chat_ids, normalize_question
+from searchr2.rollout import Trajectory
+
+REVISE_SCORES = ("total", "best")
+
+META_INSTRUCTIONS = (
+    "You are reviewing a search assistant's attempt at a question. Its work is split into numbered "
+    "steps; each step is what the assistant wrote, then what the search tool sent back. Find the "
+    "first step that went wrong: a search for the wrong thing, a fact misread from the results, a "
+    "wrong entity carried into the next search, or a wrong final answer. Reply with that step's "
+    "number only, or 0 if every step is sound."
+)
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """How the Meta-Refiner is prompted and how its answer becomes a decision."""
+
+    obs_tokens: int = 160           # tokens of each tool output shown in the meta prompt (the rest is cut)
+    revise_score: str = "total"     # total: P(any j >= 1) vs P(0); best: max_j P(j) vs P(0) (the paper leaves it open)
+    margin: float = 0.0             # revise when score(revise) >= P(0) + margin (SPEC: 0.0)
+
+    def __post_init__(self):
+        if not isinstance(self.obs_tokens, int) or self.obs_tokens < 1:
+            raise ValueError(f"obs_tokens must be an int >= 1, got {self.obs_tokens!r}")
+        if self.revise_score not in REVISE_SCORES:
+            raise ValueError(f"revise_score must be one of {', '.join(REVISE_SCORES)}, got {self.revise_score!r}")
+
+
+def trajectory_steps(traj: Trajectory, tokenizer) -> list[tuple[str, str]]:
+    """``(assistant text, tool text)`` per assistant turn, decoded from the trajectory's own spans.
+
+    The tool text is "" for a last turn that nothing answered (e.g. the final answer).
+    """
+    steps: list[tuple[str, str]] = []
+    for span in traj.steps:
+        text = tokenizer.decode(traj.token_ids[span["start"]:span["end"]], skip_special_tokens=False)
+        if span["kind"] == "assistant":
+            steps.append((text, ""))
+        elif steps:
+            steps[-1] = (steps[-1][0], text)
+    return steps
+
+
+def meta_prompt_text(question: str, steps: list[tuple[str, str]], tokenizer, obs_tokens: int) -> str:
+    """The meta prompt's user message: instructions, question, numbered steps, and the request."""
+    lines = [META_INSTRUCTIONS, f"Question: {normalize_question(question)}"]
+    for n, (written, tool) in enumerate(steps, start=1):
+        tool = truncate_to_tokens(tool.strip(), tokenizer, obs_tokens) if tool.strip() else ""
+        lines.append(f"Step {n}: {written.strip()}" + (f"\n{tool}" if tool else ""))
+    lines.append(f"Which step is the first wrong one (1 to {len(steps)}), or 0 if none?")
+    return "\n".join(lines)
+
+
+def meta_prompt_ids(tokenizer, traj: Trajectory, cfg: RefinerConfig) -> list[int]:
+    """Token ids of the meta prompt for ``traj``, ending where the refiner's answer begins."""
+    steps = trajectory_steps(traj, tokenizer)
+    return build_chat_ids(tokenizer, meta_prompt_text(traj.question, steps, tokenizer, cfg.obs_tokens))
+
+
+def answer_token_ids(tokenizer, n_steps: int) -> list[int]:
+    """The single token id of each candidate answer ``"0".."n_steps"``; a clear error otherwise."""
+    ids = []
+    for j in range(n_steps + 1):
+        toks = tokenizer(str(j), add_special_tokens=False)["input_ids"]
+        if len(toks) != 1:
+            raise ValueError(f"the refiner's answer {j!r} is {len(toks)} tokens in this tokenizer; answers must be "
+                             f"single tokens (keep the number of steps below 10)")
+        ids.append(int(toks[0]))
+    return ids
+
+
+def decision_distributions(model, tokenizer, prompts: list[list[int]], n_steps: list[int],
+                           batch_size: int = 8) -> list[list[float]]:
+    """For each meta prompt, P(answer = j) for j in 0..n_steps, renormalised over those candidates.
+
+    Prompts are left-padded and scored in batches with one forward pass each (no generation).
+    """
+    import torch
+
+    if len(prompts) != len(n_steps):
+        raise ValueError(f"{len(prompts)} prompts but {len(n_steps)} step counts")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = getattr(model, "device", torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    out: list[list[float]] = []
+    try:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: dict[int, list[float]] = {}
+        for k in range(0, len(order), batch_size):
+            rows = order[k:k + batch_size]
+            width = max(len(prompts[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(rows):
+                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[r, width - len(prompts[i]):] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               logits_to_keep=1).logits[:, -1].float()
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            for r, i in enumerate(rows):
+                cand = logp[r, answer_token_ids(tokenizer, n_steps[i])]
+                results[i] = torch.softmax(cand, dim=0).tolist()
+        out = [results[i] for i in range(len(prompts))]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def revise_decision(probs: list[float], cfg: RefinerConfig) -> bool:
+    """True when the refiner should cut and regenerate (see the module docstring)."""
+    if len(probs) < 2:
+        return False
+    nonzero = probs[1:]
+    score = sum(nonzero) if cfg.revise_score == "total" else max(nonzero)
+    return score >= probs[0] + cfg.margin
+
+
+def cut_distribution(probs: list[float]) -> list[float]:
+    """The trimmer's distribution over steps 1..n: the non-zero answers renormalised."""
+    nonzero = probs[1:]
+    total = sum(nonzero)
+    if not nonzero or total <= 0 or not math.isfinite(total):
+        raise ValueError("no probability mass on any step to cut at")
+    return [p / total for p in nonzero]
+
+
+def accuracy(probs: list[list[float]], labels: list[int], cfg: RefinerConfig) -> dict:
+    """How well the refiner finds flawed steps on labelled trajectories.
+
+    ``exact``: the most likely answer equals the label (0 for a clean trajectory);
+    ``accept_reject``: the revise decision agrees with whether the trajectory is flawed (label > 0);
+    ``flawed_recall`` / ``clean_accept``: that agreement on each class separately. All in [0, 1].
+    """
+    if not labels or len(probs) != len(labels):
+        raise ValueError(f"need one distribution per label, got {len(probs)} and {len(labels)}")
+    exact = [max(range(len(p)), key=p.__getitem__) == y for p, y in zip(probs, labels)]
+    decide = [revise_decision(p, cfg) == (y > 0) for p, y in zip(probs, labels)]
+    flawed = [d for d, y in zip(decide, labels) if y > 0]
+    clean = [d for d, y in zip(decide, labels) if y == 0]
+
+    def mean(xs):
+        return round(sum(xs) / len(xs), 4) if xs else None
+
+    return {"n": len(labels), "exact": mean(exact), "accept_reject": mean(decide),
+            "flawed_recall": mean(flawed), "clean_accept": mean(clean),
+            "revise_rate": mean([revise_decision(p, cfg) for p in probs])}

@@ -1,0 +1,83 @@
+"""The Meta-Refiner's prompt, answer scoring and decision rule (searchr2.refiner)."""
+import pytest
+import torch
+
+from searchr2.refiner import (RefinerConfig, accuracy, answer_token_ids, cut_distribution, decision_distributions,
+                              meta_prompt_ids, meta_prompt_text, revise_decision, trajectory_steps)
+from searchr2.rollout import RolloutConfig
+from searchr2.teacher import oracle_trajectory, plan_for
+from tests.test_rollout import one_thread, tiny  # noqa: F401 (fixtures)
+from tests.test_teacher import BRIDGE, WordRetriever
+
+CFG = RolloutConfig(max_turns=4, max_new_tokens=200, max_obs_tokens=200, top_k=2)
+
+
+@pytest.fixture(scope="module")
+def traj(tiny):
+    _, tok = tiny
+    return oracle_trajectory(plan_for(BRIDGE), BRIDGE["question"], tok, WordRetriever(), CFG)
+
+
+def test_steps_are_the_assistant_turns_with_their_tool_output(tiny, traj):
+    _, tok = tiny
+    steps = trajectory_steps(traj, tok)
+    assert len(steps) == traj.turns == 3
+    assert steps[0][0].endswith("<search>Ana Varo spouse</search>") and "<information>" in steps[0][1]
+    assert steps[2][0].endswith("<answer>Mira Tesk</answer>") and steps[2][1] == ""
+    text = meta_prompt_text(traj.question, steps, tok, obs_tokens=5)
+    assert "Step 1: <think>" in text and "Step 3: <think>" in text and "Step 4" not in text
+    assert "(1 to 3), or 0 if none?" in text and "Question: " + BRIDGE["question"] in text
+    shown = text.split("Step 1: ")[1].split("Step 2: ")[0].split("</search>\n", 1)[1]
+    assert len(tok(shown.strip(), add_special_tokens=False)["input_ids"]) <= 6   # tool output cut to obs_tokens
+    long = meta_prompt_text(traj.question, steps, tok, obs_tokens=500)
+    assert "Ilo Tesk is a sculptor" in long and len(long) > len(text)
+
+
+def test_answers_are_single_tokens_or_a_clear_error(tiny):
+    _, tok = tiny
+    ids = answer_token_ids(tok, 5)
+    assert len(set(ids)) == 6 and [tok.decode([i]) for i in ids] == [str(j) for j in range(6)]
+
+    class Splitting:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [1] * len(text)}
+
+    with pytest.raises(ValueError, match="single tokens"):
+        answer_token_ids(Splitting(), 12)
+
+
+def test_decision_distribution_is_the_models_next_token_mass_on_the_answers(tiny, traj):
+    model, tok = tiny
+    prompt = meta_prompt_ids(tok, traj, RefinerConfig(obs_tokens=20))
+    short = prompt[:40]
+    [p_long, p_short] = decision_distributions(model, tok, [prompt, short], [3, 2], batch_size=2)
+    assert len(p_long) == 4 and len(p_short) == 3 and abs(sum(p_long) - 1) < 1e-5
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    cand = torch.softmax(logits[answer_token_ids(tok, 3)], dim=0).tolist()
+    assert p_long == pytest.approx(cand, abs=1e-5)                 # left padding in a batch changes nothing
+    assert decision_distributions(model, tok, [short], [2])[0] == pytest.approx(p_short, abs=1e-5)
+
+
+def test_revise_rule_total_versus_best_and_margin():
+    probs = [0.4, 0.3, 0.3]
+    assert revise_decision(probs, RefinerConfig(revise_score="total"))       # 0.6 >= 0.4
+    assert not revise_decision(probs, RefinerConfig(revise_score="best"))    # 0.3 < 0.4
+    assert not revise_decision(probs, RefinerConfig(margin=0.3))             # 0.6 < 0.7
+    assert revise_decision([0.5, 0.5], RefinerConfig())                      # ties revise (SPEC: at least as large)
+    assert not revise_decision([1.0], RefinerConfig())
+    assert cut_distribution([0.5, 0.1, 0.4]) == pytest.approx([0.2, 0.8])
+    with pytest.raises(ValueError):
+        cut_distribution([1.0, 0.0])
+    with pytest.raises(ValueError):
+        RefinerConfig(revise_score="mean")
+
+
+def test_accuracy_counts_exact_steps_and_accept_reject():
+    probs = [[0.9, 0.05, 0.05],   # clean, accepted, argmax 0: right on both
+             [0.3, 0.6, 0.1],     # flawed at 1, revised, argmax 1: right on both
+             [0.2, 0.7, 0.1],     # flawed at 2, revised, argmax 1: right decision, wrong step
+             [0.6, 0.2, 0.2]]     # flawed at 1, accepted: wrong on both
+    acc = accuracy(probs, [0, 1, 2, 1], RefinerConfig())
+    assert acc == {"n": 4, "exact": 0.5, "accept_reject": 0.75, "flawed_recall": 0.6667, "clean_accept": 1.0,
+                   "revise_rate": 0.5}
