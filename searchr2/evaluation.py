@@ -18,6 +18,7 @@ from tqdm import tqdm
 from searchr2.data import validate_qa_record
 from searchr2.io import InputError, read_jsonl
 from searchr2.metrics import cover_exact_match, exact_match, f1_score
+from searchr2.refiner import RefinerConfig, accuracy, decision_distributions
 from searchr2.rollout import RolloutConfig, Trajectory
 
 METRICS = ("em", "f1", "cover_em")
@@ -116,3 +117,25 @@ def run_system(answer_fn, sets: dict[str, list[dict]], tokenizer, chunk_size: in
 def greedy(cfg: RolloutConfig) -> RolloutConfig:
     """Evaluation decodes greedily whatever the training rollouts do."""
     return dataclasses.replace(cfg, do_sample=False)
+
+
+def load_labelled_meta_prompts(path: Path) -> list[dict]:
+    """Held-out Meta-Refiner examples (stage sft_data): meta prompt ids + the answer token, and the label."""
+    records = []
+    for line, record in read_jsonl(path):
+        for name in ("token_ids", "label", "n_steps"):
+            if name not in record:
+                raise InputError(path, "missing", line=line, field=name)
+        if not isinstance(record["label"], int) or not 0 <= record["label"] <= record["n_steps"]:
+            raise InputError(path, f"must be an int in 0..n_steps={record['n_steps']}, got {record['label']!r}",
+                             line=line, field="label")
+        records.append(record)
+    return records
+
+
+def score_refiner(model, tokenizer, records: list[dict], cfg: RefinerConfig, batch_size: int = 8) -> dict:
+    """The Meta-Refiner's accuracy at finding the first flawed step of labelled trajectories."""
+    start = time.perf_counter()
+    probs = decision_distributions(model, tokenizer, [r["token_ids"][:-1] for r in records],
+                                   [r["n_steps"] for r in records], batch_size)
+    return {**accuracy(probs, [r["label"] for r in records], cfg), "seconds": round(time.perf_counter() - start, 2)}

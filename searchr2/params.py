@@ -27,6 +27,9 @@ SECTIONS: dict[str, str] = {
     "index": "searchr2.retrieval:IndexConfig",
     "retrieval": "searchr2.retrieval:RetrievalConfig",
     "rollout": "searchr2.rollout:RolloutConfig",
+    "sft": "searchr2.sft:SFTConfig",
+    "refiner": "searchr2.refiner:RefinerConfig",
+    "sft_data": "searchr2.sft_data:SFTDataConfig",
     "evaluate": "searchr2.evaluation:EvalConfig",
 }
 #: top-level scalars that are not sections

@@ -25,6 +25,11 @@ BM25_INDEX = Path("data/index/bm25")
 DENSE_INDEX = Path("data/index/dense")
 INDEX_DIR = Path("data/index")
 RESULTS = Path("results")
+SFT_DATA = Path("data/sft")                              # warm-up data (stage sft_data)
+SFT_ACTOR = SFT_DATA / "actor.jsonl"                     # Actor trajectories
+SFT_REFINER = SFT_DATA / "refiner.jsonl"                 # labelled meta prompts, trained on
+SFT_REFINER_HELDOUT = SFT_DATA / "refiner_heldout.jsonl"  # labelled meta prompts, never trained on
+SFT_CHECKPOINTS = Path("data/checkpoints/sft")           # resumable training state of stage sft (latest only)
 
 # Offline by default: nothing in the embedded profile needs the network, and a stray hub call
 # should fail fast instead of hanging. Paper profiles that do download set these to 0 themselves.

@@ -104,3 +104,23 @@ def test_direct_and_rag_answer_in_one_turn(tiny):
         prompt = tok.decode(t.token_ids[:t.prompt_len])
         assert "Doc 1(Title: Page 0) Text about" in prompt and q in prompt
         assert t.turns == 1 and len(t.documents) == 1 and sum(t.loss_mask[:t.prompt_len]) == 0
+
+
+def test_refiner_heldout_file_is_validated_and_scored(tiny, tmp_path):
+    from searchr2.evaluation import load_labelled_meta_prompts, score_refiner
+    from searchr2.refiner import RefinerConfig, answer_token_ids
+
+    model, tok = tiny
+    prompt = tok("Which step is the first wrong one?", add_special_tokens=False)["input_ids"]
+    digits = answer_token_ids(tok, 2)
+    rows = [{"token_ids": prompt + [digits[y]], "label": y, "n_steps": 2} for y in (0, 1, 2, 0)]
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    acc = score_refiner(model, tok, load_labelled_meta_prompts(path), RefinerConfig())
+    assert acc["n"] == 4 and 0 <= acc["exact"] <= 1 and 0 <= acc["accept_reject"] <= 1
+    # the same prompt for all four: the argmax is one answer, so exactly the rows with that label are right
+    assert acc["exact"] in (0.25, 0.5)
+    rows[2]["label"] = 5
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(InputError, match=r"heldout.jsonl:3: field 'label'"):
+        load_labelled_meta_prompts(path)

@@ -19,7 +19,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense", "evaluate"):
+    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "evaluate"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -31,7 +31,13 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     assert (repo / "data/models/base/config.json").exists()
     assert json.loads((repo / "results/world.json").read_text())["profile"] == "smoke"
     metrics = json.loads((repo / "results/metrics.json").read_text())
-    for system in ("direct", "rag", "agent_base"):
+    sft_data = json.loads((repo / "results/sft_data.json").read_text())
+    assert sft_data["actor"] > 0 and sft_data["refiner"] > 0 and sft_data["refiner_heldout"] > 0
+    assert (repo / "data/models/sft/config.json").exists()
+    for model in ("base", "sft"):
+        assert 0 <= metrics["refiner"][model]["exact"] <= 1 and metrics["refiner"][model]["n"] == sft_data[
+            "refiner_heldout"]
+    for system in ("direct", "rag", "agent_base", "agent_sft"):
         assert set(metrics[system]) == {*splits, "avg"}
         assert 0 <= metrics[system]["avg"]["em"] <= 100
         rows = (repo / f"results/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
@@ -42,12 +48,18 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     proc = run(["dvc", "repro"], repo)
     assert "Running stage" not in proc.stdout and time.perf_counter() - start < 10
 
-    # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world: only evaluate reruns
+    # an evaluation param reruns only evaluate
     params = repo / "params.yaml"
+    _set(params, "  max_questions: 10", "  max_questions: 8")
+    proc = run(["dvc", "repro"], repo)
+    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == ["Running stage 'evaluate':"]
+    # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world; the warm-up data
+    # holds retrieved documents, so it is rewritten and the SFT model retrained
     _set(params, "    k1: 0.9", "    k1: 1.2")
     _set(params, "  method: bm25", "  method: dense")
     proc = run(["dvc", "repro"], repo)
-    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == ["Running stage 'evaluate':"]
+    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
+        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'evaluate':"]
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
     proc = run(["dvc", "repro"], repo)

@@ -1,0 +1,661 @@
+"""Supervised warm-up fine-tuning on token-id records with a loss mask (the ``sft`` stage).
+
+The input is what the rollout engine and the warm-up teachers write: one JSON object per line with
+``token_ids`` and a ``loss_mask`` that is 1 exactly on the tokens the model should learn to write
+(its own turns) and 0 on the prompt, the retrieved documents and every other environment text. The
+ids are trained on as they are: nothing is decoded and tokenised again, so the mask stays aligned.
+
+The algorithm, in the order :func:`train_sft` runs it:
+
+1. :func:`load_sft_data` reads and checks every record before any model is loaded (a bad record is
+   a located :class:`~searchr2.io.InputError`); records longer than ``max_seq_len`` are skipped and
+   counted.
+2. Records are grouped by length into micro-batches of at most ``micro_batch_tokens`` padded tokens
+   (:func:`plan_micro_batches`); every epoch visits the micro-batches in a new seeded order, and
+   ``grad_accum`` consecutive micro-batches make one optimizer step.
+3. The loss of a step is the mean cross-entropy over all loss tokens of the step, on all processes:
+   a long record weighs as many tokens as it has, not as one example. The output head runs only at
+   the positions that carry loss (:class:`MaskedLMLoss`), which on CPU is about a quarter faster than
+   full-vocabulary logits at every position and needs far less memory.
+4. AdamW with linear warm-up then linear decay, gradient clipping, all through Hugging Face
+   Accelerate, so the same loop runs on one CPU here and on several GPUs under ``accelerate launch``
+   (DDP, or DeepSpeed ZeRO-3 with the configs in ``configs/accelerate/``).
+5. Every ``save_every_steps`` optimizer steps and at the end of every epoch the full training state
+   (weights, optimizer, scheduler, random states) is saved as the only checkpoint, atomically. A
+   rerun with the same fingerprint (params, input files, base model) resumes from it; a checkpoint
+   with another fingerprint is discarded. Killed runs lose at most the steps since the last one.
+6. The fine-tuned model is written as a plain Hugging Face directory, atomically, with the base
+   model's tokenizer and a provenance file; the checkpoint is then removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from searchr2.io import InputError, atomic_dir, read_jsonl, require_field
+from searchr2.models import PROVENANCE_FILE, load_model, pick_device
+
+#: label value of positions without loss (what torch's cross-entropy and HF models ignore)
+IGNORE = -100
+#: records are length-sorted within windows of this many (after a seeded shuffle) before packing
+SORT_WINDOW = 256
+MIXED_PRECISION = ("no", "bf16", "fp16")
+DEVICES = ("cpu", "cuda", "auto")
+PROGRESS_FILE = "progress.json"
+_CHECKPOINT = re.compile(r"step-(\d+)")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """How the warm-up fine-tune runs. Token counts are in tokens of the base model's tokenizer."""
+
+    lr: float = 2e-4                  # peak AdamW learning rate (reached after warm-up, then linear decay to 0)
+    epochs: int = 1                   # passes over all records of both input files
+    micro_batch_tokens: int = 2048    # padded tokens (rows x longest row) per forward/backward; records of
+                                      # similar length share a micro-batch, so little of it is padding
+    grad_accum: int = 4               # micro-batches per optimizer step (per process); the loss of a step is
+                                      # the mean over all its loss tokens
+    warmup_ratio: float = 0.1         # share of all optimizer steps spent warming the learning rate up from 0
+    weight_decay: float = 0.0         # AdamW weight decay, on matrices only (not on norms and biases)
+    max_grad_norm: float = 1.0        # clip the global gradient norm to this before each optimizer step
+    seed: int = 0                     # seeds the record order and every random state; same seed + inputs give
+                                      # the same weights on CPU (resumed or not)
+    freeze_layers: int = 0            # bottom decoder layers kept frozen, plus the input embeddings when > 0
+                                      # (with tied embeddings the output head is frozen with them); saves the
+                                      # backward pass below the first trained layer
+    max_seq_len: int = 2048           # records with more tokens are skipped (counted, with a warning)
+    save_every_steps: int = 10        # optimizer steps between checkpoints (one is also saved after each epoch)
+    device: str = "cpu"               # cpu | cuda | auto (cuda when available); `accelerate launch` picks the GPU
+    mixed_precision: str = "no"       # no | bf16 | fp16: autocast for the forward pass; weights and optimizer
+                                      # state stay float32
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
+
+    def __post_init__(self):
+        def need(cond: bool, what: str):
+            if not cond:
+                raise ValueError(f"sft config: {what}")
+
+        for name in ("epochs", "micro_batch_tokens", "grad_accum", "seed", "freeze_layers", "max_seq_len",
+                     "save_every_steps"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an int, got {value!r}")
+        for name in ("epochs", "micro_batch_tokens", "grad_accum", "save_every_steps"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
+        need(self.max_seq_len >= 2, f"max_seq_len must be >= 2 (one token to read, one to predict), "
+                                    f"got {self.max_seq_len}")
+        need(self.micro_batch_tokens >= self.max_seq_len,
+             f"micro_batch_tokens ({self.micro_batch_tokens}) must be >= max_seq_len ({self.max_seq_len}), "
+             "so that every record fits in a micro-batch")
+        need(self.device in DEVICES, f"device must be one of {DEVICES}, got {self.device!r}")
+        need(self.mixed_precision in MIXED_PRECISION,
+             f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+
+
+# --------------------------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class Record:
+    """One training sequence; ``mask[t]`` is True when token ``t`` is learnt (predicted from ``t-1``)."""
+
+    id: str
+    source: str               # name of the file it came from
+    ids: torch.Tensor         # int32 token ids
+    mask: torch.Tensor        # bool, same length
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class SFTData:
+    """The checked training records of all input files, and what was left out."""
+
+    records: list[Record]
+    skipped: int                      # records longer than max_seq_len
+    files: dict[str, str]             # input path -> sha256 of its bytes
+
+    def counts(self) -> dict[str, int]:
+        """Records used per input file name."""
+        out = {Path(p).name: 0 for p in self.files}
+        for r in self.records:
+            out[r.source] += 1
+        return out
+
+
+def _int_list(record: dict, field: str, path: Path, line: int) -> list[int]:
+    values = require_field(record, field, list, path, line)
+    for i, v in enumerate(values):
+        if type(v) is not int:      # bool is an int subclass; JSON true must not pass as 1
+            raise InputError(path, f"expected a list of ints; item {i} is {v!r}", line=line, field=field)
+    return values
+
+
+def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[list[int], list[int]]:
+    """Return ``(token_ids, loss_mask)`` of a raw record, or raise an InputError naming path, line and field."""
+    require_field(record, "id", str, path, line)
+    ids = _int_list(record, "token_ids", path, line)
+    mask = _int_list(record, "loss_mask", path, line)
+    if len(mask) != len(ids):
+        raise InputError(path, f"has {len(mask)} entries but token_ids has {len(ids)}", line=line, field="loss_mask")
+    low, high = min(ids), max(ids)
+    if low < 0 or high >= vocab_size:
+        pos = next(i for i, t in enumerate(ids) if not 0 <= t < vocab_size)
+        raise InputError(path, f"token id {ids[pos]} at position {pos} is outside the tokenizer's vocabulary "
+                               f"(0..{vocab_size - 1})", line=line, field="token_ids")
+    if any(m not in (0, 1) for m in mask):
+        pos = next(i for i, m in enumerate(mask) if m not in (0, 1))
+        raise InputError(path, f"values must be 0 or 1; position {pos} is {mask[pos]}", line=line, field="loss_mask")
+    if mask[0] == 1:
+        raise InputError(path, "the first token cannot carry loss (no token before it predicts it)",
+                         line=line, field="loss_mask")
+    if 1 not in mask:
+        raise InputError(path, "has no 1: the record has no token to learn", line=line, field="loss_mask")
+    return ids, mask
+
+
+def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_len: int) -> SFTData:
+    """Read and check every record of every file; skip (and count) those longer than ``max_seq_len``.
+
+    A missing file, a malformed line, a bad record, or no record at all is an :class:`InputError`.
+    """
+    records, skipped, files = [], 0, {}
+    for path in map(Path, paths):
+        files[str(path)] = _sha256_file(path) if path.exists() else ""
+        for line, raw in read_jsonl(path):          # raises "file not found" for a missing file
+            ids, mask = check_record(raw, path, line, vocab_size)
+            if len(ids) > max_seq_len:
+                skipped += 1
+                continue
+            records.append(Record(raw["id"], path.name, torch.tensor(ids, dtype=torch.int32),
+                                  torch.tensor(mask, dtype=torch.bool)))
+    if not records:
+        names = ", ".join(str(p) for p in paths)
+        why = f"all {skipped} are longer than sft.max_seq_len={max_seq_len}" if skipped else "the files are empty"
+        raise InputError(paths[0], f"no training records in {names}: {why}")
+    if skipped:
+        print(f"[sft] warning: skipped {skipped} record(s) longer than sft.max_seq_len={max_seq_len} tokens",
+              file=sys.stderr)
+    return SFTData(records, skipped, files)
+
+
+def plan_micro_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
+    """Group record indices into micro-batches of at most ``max_tokens`` padded tokens.
+
+    Records are shuffled (seeded), sorted by length within windows of :data:`SORT_WINDOW`, and packed
+    greedily, longest first, so the rows of a micro-batch have similar lengths and padding stays small.
+    The grouping is fixed for the whole run (so the number of steps is known up front); each epoch
+    only changes the order in which the micro-batches are visited (:class:`MicroBatches`).
+    """
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), SORT_WINDOW):
+        window = sorted(order[start:start + SORT_WINDOW], key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in window:
+            # sorted longest first: the first row of a batch sets its padded width
+            if batch and (len(batch) + 1) * lengths[batch[0]] > max_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches.append(batch)
+    return batches
+
+
+def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and shifted ``labels`` (position t predicts token t+1)."""
+    width = max(len(r) for r in records)
+    input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(records), width), dtype=torch.long)
+    labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
+    for row, r in enumerate(records):
+        n = len(r)
+        input_ids[row, :n] = r.ids
+        attention_mask[row, :n] = 1
+        target = r.ids[1:].long()
+        labels[row, :n - 1] = torch.where(r.mask[1:], target, torch.full_like(target, IGNORE))
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """The planned micro-batches as a dataset of ready tensors, in a seeded order per epoch.
+
+    Item ``i`` is the ``i``-th micro-batch of the current epoch's order. The order depends only on the
+    seed and the epoch, never on a random state, so a resumed run visits exactly the same batches.
+    """
+
+    def __init__(self, records: Sequence[Record], batches: list[list[int]], seed: int):
+        self.records, self.batches, self.seed = records, batches, seed
+        self.order = list(range(len(batches)))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = list(range(len(self.batches)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(self.order)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return collate([self.records[j] for j in self.batches[self.order[i]]])
+
+
+def _only_item(items: list):
+    """DataLoader collate for a dataset whose items already are batches."""
+    return items[0]
+
+
+# --------------------------------------------------------------------------------------------- loss
+
+class MaskedLMLoss(torch.nn.Module):
+    """A causal LM whose forward returns the summed cross-entropy over the positions with a label.
+
+    The decoder body runs on the whole batch; the output embedding (the LM head) is applied only to the
+    hidden states of positions that predict a learnt token. Dividing the sum by the number of labels
+    gives exactly what ``lm(input_ids, labels=...)`` computes, without the full ``(batch, length,
+    vocab)`` logits. Architectures that post-process logits (softcapping, logit scaling) are not
+    covered; the Llama and Qwen2 families used here are plain.
+    """
+
+    def __init__(self, lm: torch.nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    use_cache=False).last_hidden_state
+        keep = labels != IGNORE
+        logits = self.lm.get_output_embeddings()(hidden[keep]).float()
+        return F.cross_entropy(logits, labels[keep], reduction="sum")
+
+
+def backward_step(accelerator, model: torch.nn.Module, micro_batches: list[dict]) -> dict[str, float]:
+    """Forward and backward the micro-batches of one optimizer step; gradients end up in ``.grad``.
+
+    Each micro-batch's summed loss is divided by the number of loss tokens of the whole step on all
+    processes (and multiplied by the process count, which DDP's gradient averaging divides out), so
+    the accumulated gradient is that of the mean loss over every loss token of the step. Gradients are
+    synchronised across processes on the last micro-batch only. Returns the step's global ``loss``
+    (mean per loss token), ``loss_tokens`` and ``tokens`` (all non-padding tokens forwarded).
+    """
+    local = torch.tensor([sum(int((b["labels"] != IGNORE).sum()) for b in micro_batches),
+                          sum(int(b["attention_mask"].sum()) for b in micro_batches)],
+                         dtype=torch.float64, device=accelerator.device)
+    loss_tokens, tokens = accelerator.reduce(local, reduction="sum").tolist()
+    scale = accelerator.num_processes / loss_tokens
+    loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        accelerator.sync_gradients = last     # DDP all-reduces, DeepSpeed steps, only at the step boundary
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            summed = model(**batch)
+            accelerator.backward(summed * scale)
+        loss_sum += summed.detach().double()
+    loss = accelerator.reduce(loss_sum, reduction="sum").item() / loss_tokens
+    return {"loss": loss, "loss_tokens": int(loss_tokens), "tokens": int(tokens)}
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+def _sha256_file(path: Path, h=None) -> str:
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: SFTConfig, data_files: dict[str, str], base_dir: str | os.PathLike, num_processes: int) -> str:
+    """What a checkpoint must match to be resumed: the params that change the result, the input files'
+    contents, every file of the base model directory, and the number of processes (which changes how
+    micro-batches are shared out). ``save_every_steps`` does not change the result and is left out."""
+    h = hashlib.sha256()
+    params = {k: v for k, v in asdict(cfg).items() if k != "save_every_steps"}
+    h.update(json.dumps({"params": params, "data": sorted(data_files.values()), "processes": num_processes},
+                        sort_keys=True).encode())
+    base_dir = Path(base_dir)
+    for f in sorted(p for p in base_dir.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(base_dir)).encode() + b"\0")
+        _sha256_file(f, h)
+    return h.hexdigest()
+
+
+def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            m = _CHECKPOINT.fullmatch(d.name)
+            if m and d.is_dir() and (d / PROGRESS_FILE).exists():
+                found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def clean_checkpoints(root: str | os.PathLike, expected_fingerprint: str) -> None:
+    """Leave under ``root`` at most one checkpoint: the latest complete one, if it belongs to this run.
+
+    Removes the temporary directories of interrupted saves, older checkpoints, and a stale checkpoint
+    (written for other params, input data or base model), saying so. Call on the main process only.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for d in root.iterdir():
+        if d.is_dir() and not _CHECKPOINT.fullmatch(d.name):   # an interrupted save
+            shutil.rmtree(d, ignore_errors=True)
+    found = _complete_checkpoints(root)
+    for _, older in found[:-1]:
+        shutil.rmtree(older, ignore_errors=True)
+    if found:
+        step, path = found[-1]
+        progress = json.loads((path / PROGRESS_FILE).read_text())
+        if progress.get("fingerprint") != expected_fingerprint:
+            print(f"[sft] discarding the checkpoint at step {step}: it was written for other params, input data "
+                  "or base model", file=sys.stderr)
+            shutil.rmtree(path)
+
+
+def latest_checkpoint(root: str | os.PathLike) -> tuple[Path, dict] | None:
+    """The latest complete checkpoint under ``root`` and its progress record, or None."""
+    found = _complete_checkpoints(Path(root))
+    if not found:
+        return None
+    path = found[-1][1]
+    return path, json.loads((path / PROGRESS_FILE).read_text())
+
+
+def save_checkpoint(accelerator, root: str | os.PathLike, progress: dict) -> Path:
+    """Save the full training state as ``root/step-<N>``, replacing the previous checkpoint.
+
+    Every process writes its part into a temporary sibling; the main process adds ``progress.json``,
+    renames the directory into place and only then removes the older checkpoint, so at every moment
+    the latest complete checkpoint is on disk, and an interrupted save leaves only a temporary
+    directory, which the next run removes.
+    """
+    root = Path(root)
+    name = f"step-{progress['step']:07d}"
+    final, tmp = root / name, root / f".{name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for _, older in _complete_checkpoints(root):
+                if older != final:
+                    shutil.rmtree(older, ignore_errors=True)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    return final
+
+
+def remove_checkpoints(root: str | os.PathLike) -> None:
+    """Remove every checkpoint under ``root`` (after the model is written), keeping ``root`` itself."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)       # an empty directory is still a valid DVC output
+    for d in root.iterdir():
+        shutil.rmtree(d) if d.is_dir() else d.unlink()
+
+
+# -------------------------------------------------------------------------------------------- model
+
+def _base_dtype(base_dir: Path) -> torch.dtype:
+    """The dtype the base model's weights were saved in (the fine-tuned model is saved the same way)."""
+    config = json.loads((base_dir / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, str(name).removeprefix("torch."), torch.float32)
+
+
+def check_freeze_layers(cfg: SFTConfig, base_dir: Path) -> None:
+    """Fail before loading the model when ``freeze_layers`` would leave no decoder layer to train."""
+    config = json.loads((base_dir / "config.json").read_text())
+    n_layers = config.get("num_hidden_layers")
+    if isinstance(n_layers, int) and cfg.freeze_layers >= n_layers:
+        raise InputError(base_dir / "config.json", f"sft.freeze_layers={cfg.freeze_layers} would freeze every layer: "
+                                                   f"this model has {n_layers}", field="num_hidden_layers")
+
+
+def _load_lm(accelerator, base_dir: Path):
+    from accelerate.utils import DistributedType
+    from transformers import AutoModelForCausalLM
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        # ZeRO-3 partitions the weights while loading; they must not be moved afterwards
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    return load_model(base_dir, "float32", str(accelerator.device))
+
+
+def freeze_bottom(lm: torch.nn.Module, n_layers: int) -> None:
+    """Freeze the input embeddings and the first ``n_layers`` decoder layers (nothing when 0)."""
+    if n_layers == 0:
+        return
+    layers = getattr(lm.base_model, "layers", None)
+    if layers is None:
+        raise ValueError(f"sft.freeze_layers: cannot find the decoder layers of {type(lm).__name__}")
+    if n_layers >= len(layers):
+        raise ValueError(f"sft.freeze_layers={n_layers} would freeze every layer: the model has {len(layers)}")
+    lm.get_input_embeddings().requires_grad_(False)
+    for layer in layers[:n_layers]:
+        layer.requires_grad_(False)
+
+
+def _optimizer(lm: torch.nn.Module, cfg: SFTConfig) -> torch.optim.Optimizer:
+    params = [p for p in lm.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Path, provenance: dict) -> None:
+    """Write the trained LM as a complete Hugging Face directory (atomically), in the base model's dtype,
+    with the base model's tokenizer and a provenance file."""
+    from transformers import AutoTokenizer
+
+    state = accelerator.get_state_dict(model)        # every process takes part (ZeRO-3 gathers here)
+    if accelerator.is_main_process:
+        lm = accelerator.unwrap_model(model).lm
+        dtype = _base_dtype(base_dir)
+        weights = {k.removeprefix("lm."): (v.to(dtype) if v.is_floating_point() else v).cpu()
+                   for k, v in state.items()}
+        with atomic_dir(out_dir) as tmp:
+            lm.config.dtype = dtype
+            lm.save_pretrained(tmp, state_dict=weights)
+            AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
+            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    accelerator.wait_for_everyone()
+
+
+# -------------------------------------------------------------------------------------------- train
+
+def _make_accelerator(cfg: SFTConfig):
+    from accelerate import Accelerator
+
+    device = pick_device(cfg.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("sft.device is cuda but no CUDA device is visible; use cpu or auto")
+    return Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+
+
+def _trim_live_plots(live_dir: Path, last_step: int) -> None:
+    """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        step_col = lines[0].split("\t").index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= last_step]
+        tsv.write_text("\n".join(kept) + "\n")
+
+
+def _log_step(live, bar, step: int, **metrics: float) -> None:
+    """One optimizer step to dvclive (when logging) and to the progress bar."""
+    if live is not None:
+        live.step = step
+        for name, value in metrics.items():
+            live.log_metric(name, value)
+        live.next_step()
+    bar.update(1)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+
+
+def _rate(tokens: float, seconds: float) -> float | None:
+    return round(tokens / seconds, 1) if seconds else None
+
+
+def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              checkpoint_dir: str | os.PathLike, live_dir: str | os.PathLike | None = None) -> dict | None:
+    """Fine-tune the model in ``base_dir`` on ``data`` and write it to ``out_dir``; see the module docstring.
+
+    Resumes from ``checkpoint_dir`` when it holds a checkpoint of the same run; logs per-step curves with
+    dvclive to ``live_dir`` (None: no dvclive). Returns the run's summary on the main process, None on
+    the others.
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    base_dir, out_dir, checkpoint_dir = Path(base_dir), Path(out_dir), Path(checkpoint_dir)
+    accelerator = _make_accelerator(cfg)
+    main = accelerator.is_main_process
+    set_seed(cfg.seed)
+    run_id = fingerprint(cfg, data.files, base_dir, accelerator.num_processes)
+
+    # model, data, optimizer and schedule, all prepared by Accelerate
+    check_freeze_layers(cfg, base_dir)
+    lm = _load_lm(accelerator, base_dir)
+    freeze_bottom(lm, cfg.freeze_layers)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.train()
+    model = MaskedLMLoss(lm)
+    trainable = sum(p.numel() for p in lm.parameters() if p.requires_grad)
+    batches = MicroBatches(data.records, plan_micro_batches([len(r) for r in data.records], cfg.micro_batch_tokens,
+                                                            cfg.seed), cfg.seed)
+    loader = torch.utils.data.DataLoader(batches, batch_size=1, shuffle=False, collate_fn=_only_item)
+    # each process gets every num_processes-th micro-batch (Accelerate repeats a few to even the shares)
+    per_process = math.ceil(len(batches) / accelerator.num_processes)
+    total_steps = math.ceil(per_process / cfg.grad_accum) * cfg.epochs
+    optimizer = _optimizer(lm, cfg)
+    # a prepared scheduler advances once per process at every step, so it is sized for all of them
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps) * accelerator.num_processes,
+                                                total_steps * accelerator.num_processes)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    assert len(loader) == per_process, (len(loader), per_process)
+
+    # resume from the checkpoint of this same run, if there is one
+    if main:
+        clean_checkpoints(checkpoint_dir, run_id)
+    accelerator.wait_for_everyone()
+    progress = {"step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "loss_tokens": 0, "seconds": 0.0,
+                "first_loss": None, "loss": None, "fingerprint": run_id}
+    if (found := latest_checkpoint(checkpoint_dir)) is not None:
+        path, progress = found
+        accelerator.load_state(str(path))
+        if main:
+            print(f"[sft] resuming from step {progress['step']} (epoch {progress['epoch'] + 1}, "
+                  f"micro-batch {progress['batches_done']} of {len(loader)})", file=sys.stderr)
+    resumed_from = progress["step"]
+    if main:
+        print(f"[sft] {len(data.records)} records {data.counts()}, {data.skipped} skipped, "
+              f"{len(batches)} micro-batches, {total_steps} optimizer steps over {cfg.epochs} epoch(s), "
+              f"{trainable:,} trainable parameters, {accelerator.num_processes} process(es) on {accelerator.device}",
+              file=sys.stderr)
+
+    live = None
+    if main and live_dir is not None:
+        from dvclive import Live
+
+        if resumed_from:
+            _trim_live_plots(Path(live_dir), resumed_from)
+        live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
+
+    # the loop: one optimizer step per grad_accum micro-batches
+    bar = tqdm(total=total_steps, initial=progress["step"], desc="sft", disable=not main, dynamic_ncols=True)
+    run_tokens, run_seconds = 0, 0.0
+    for epoch in range(progress["epoch"], cfg.epochs):
+        done = progress["batches_done"] if epoch == progress["epoch"] else 0
+        epoch_loader = accelerator.skip_first_batches(loader, done) if done else loader
+        # Accelerate's loaders pass their epoch on to the dataset (MicroBatches.set_epoch) when iterated,
+        # so the epoch must be set on the loader itself, also on a fresh one that skips ahead
+        epoch_loader.set_epoch(epoch)
+        stream = iter(epoch_loader)
+        while group := list(islice(stream, cfg.grad_accum)):
+            start = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            stats = backward_step(accelerator, model, group)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - start
+
+            done += len(group)
+            run_tokens += stats["tokens"]
+            run_seconds += seconds
+            progress.update(step=progress["step"] + 1, epoch=epoch, batches_done=done, loss=stats["loss"],
+                            tokens=progress["tokens"] + stats["tokens"], seconds=progress["seconds"] + seconds,
+                            loss_tokens=progress["loss_tokens"] + stats["loss_tokens"])
+            if progress["first_loss"] is None:
+                progress["first_loss"] = stats["loss"]
+            _log_step(live, bar, progress["step"], loss=stats["loss"], lr=lr, grad_norm=float(grad_norm),
+                      tokens_per_s=stats["tokens"] / seconds)
+
+            if done == len(loader):                       # end of the epoch: the next run starts the next one
+                save_checkpoint(accelerator, checkpoint_dir, {**progress, "epoch": epoch + 1, "batches_done": 0})
+            elif progress["step"] % cfg.save_every_steps == 0:
+                save_checkpoint(accelerator, checkpoint_dir, progress)
+    bar.close()
+
+    summary = {
+        "steps": progress["step"], "epochs": cfg.epochs, "records": len(data.records), "records_skipped": data.skipped,
+        "records_by_file": data.counts(), "micro_batches_per_epoch": len(batches),
+        "train_tokens": progress["tokens"], "loss_tokens": progress["loss_tokens"],
+        "seconds": round(progress["seconds"], 2), "tokens_per_s": _rate(progress["tokens"], progress["seconds"]),
+        "tokens_per_s_this_run": _rate(run_tokens, run_seconds),
+        "first_loss": progress["first_loss"], "final_loss": progress["loss"], "resumed_from_step": resumed_from,
+        "trainable_params": trainable, "processes": accelerator.num_processes,
+    }
+    provenance = {"source": "sft", "base_model": str(base_dir), "base_provenance": _read_json(base_dir / PROVENANCE_FILE),
+                  "sft": asdict(cfg), "data": data.files, "fingerprint": run_id,
+                  "steps": progress["step"], "final_loss": progress["loss"]}
+    save_model(accelerator, model, base_dir, out_dir, provenance)
+    if main:
+        remove_checkpoints(checkpoint_dir)
+        if live is not None:
+            for key in ("steps", "train_tokens", "loss_tokens", "tokens_per_s", "final_loss"):
+                if summary[key] is not None:
+                    live.summary[key] = summary[key]
+            live.end()
+    accelerator.wait_for_everyone()
+    return summary if main else None
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None

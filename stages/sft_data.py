@@ -1,0 +1,62 @@
+"""Stage `sft_data`: warm-up trajectories for the Actor and labelled examples for the Meta-Refiner.
+
+Reads the train split (data.train_sets), searches the real index (retrieval.method), and writes,
+in the rollout engine's token layout for the base model's tokenizer:
+  data/sft/actor.jsonl            teacher trajectories with a correct final answer
+  data/sft/refiner.jsonl          meta prompts labelled with the first flawed step (0 = none)
+  data/sft/refiner_heldout.jsonl  more of them, never trained on (the refiner's accuracy test)
+and the counts and mix to results/sft_data.json.
+"""
+from pathlib import Path
+
+from searchr2.data import validate_qa_record
+from searchr2.io import InputError, atomic_dir, read_jsonl, write_json, write_jsonl
+from searchr2.models import load_model, load_tokenizer, pick_device
+from searchr2.params import load_params
+from searchr2.retrieval import load_retriever
+from searchr2.rollout import rollout
+from searchr2.sft_data import build
+from searchr2.stage import (BASE_MODEL, INDEX_DIR, QA_DIR, RESULTS, SFT_ACTOR, SFT_DATA, SFT_REFINER,
+                            SFT_REFINER_HELDOUT, model_dir, run_stage)
+
+
+def load_train_records(train_sets) -> list[dict]:
+    records = []
+    for name in train_sets:
+        path = QA_DIR / name / "train.jsonl"
+        if not path.exists():
+            raise InputError(path, "no train split; run the `world` stage first (train sets: data.train_sets)")
+        records += [validate_qa_record(record, path, line) for line, record in read_jsonl(path)]
+    if not records:
+        raise InputError(QA_DIR, f"the train sets {list(train_sets)} are empty")
+    return records
+
+
+def main():
+    p = load_params()
+    records = load_train_records(p.data.train_sets)
+    tokenizer = load_tokenizer(BASE_MODEL)
+    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
+
+    def sampler():
+        """The rejection teacher's sampler: the named model, sampling rollouts (loaded only if needed)."""
+        name = p.sft_data.rejection_model
+        path = Path(name) if Path(name).is_dir() else model_dir(name)
+        model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device))
+        return lambda questions: rollout(model, tokenizer, retriever, questions, p.rollout)
+
+    actor, refiner, heldout, stats = build(records, tokenizer, retriever, p.rollout, p.refiner, p.sft_data, sampler)
+    if not actor:
+        raise InputError(QA_DIR, "the teacher kept no Actor trajectory (see the drop counts above)")
+    with atomic_dir(SFT_DATA) as out:
+        write_jsonl(Path(out) / SFT_ACTOR.name, actor)
+        write_jsonl(Path(out) / SFT_REFINER.name, refiner)
+        write_jsonl(Path(out) / SFT_REFINER_HELDOUT.name, heldout)
+    write_json(RESULTS / "sft_data.json", {"profile": p.profile, **stats})
+    print(f"[sft_data] actor {stats['actor']} (mistakes {stats['actor_with_mistake']}, re-queries "
+          f"{stats['actor_with_requery']}), refiner {stats['refiner']}, held-out {stats['refiner_heldout']}; "
+          f"dropped {stats['actor_dropped']}")
+
+
+if __name__ == "__main__":
+    run_stage("sft_data", main)
