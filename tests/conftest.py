@@ -40,3 +40,17 @@ def copy_repo(dest: Path) -> Path:
 @pytest.fixture
 def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine two threads thrash.
+
+    Modules that run tiny models use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

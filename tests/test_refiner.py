@@ -6,9 +6,10 @@ from searchr2.refiner import (RefinerConfig, accuracy, answer_token_ids, cut_dis
                               meta_prompt_ids, meta_prompt_text, revise_decision, trajectory_steps)
 from searchr2.rollout import RolloutConfig
 from searchr2.teacher import oracle_trajectory, plan_for
-from tests.test_rollout import one_thread, tiny  # noqa: F401 (fixtures)
+from tests.test_rollout import tiny  # noqa: F401 (a fixture)
 from tests.test_teacher import BRIDGE, WordRetriever
 
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 CFG = RolloutConfig(max_turns=4, max_new_tokens=200, max_obs_tokens=200, top_k=2)
 
 

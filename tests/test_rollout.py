@@ -35,13 +35,7 @@ class FakeRetriever:
         return [DOCS.get(q.lower(), [default[i]] * 5)[:k] for i, q in enumerate(queries)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a busy 2-core machine they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

@@ -28,13 +28,7 @@ CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_
                 mixed_precision="no")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads, and on a busy 2-core machine they thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 
 def _write_corpus(path: Path) -> Path:

@@ -87,3 +87,16 @@ def test_a_killed_stage_leaves_no_partial_output(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sft_data_stage_names_the_train_record_without_answers(repo_copy):
+    qa = repo_copy / "data/qa"
+    _write(qa / "nq/train.jsonl", [{"id": "a", "question": "who?", "golden_answers": ["x"], "metadata": {}}])
+    _write(qa / "hotpotqa/train.jsonl", [{"id": "b", "question": "who?", "golden_answers": ["x"], "metadata": {}},
+                                         {"id": "c", "question": "who else?", "metadata": {}}])
+    proc = run([sys.executable, "-m", "stages.sft_data"], repo_copy, check=False)
+    assert proc.returncode == 2 and "data/qa/hotpotqa/train.jsonl:2: field 'golden_answers'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (repo_copy / "data/sft").exists()
+    (qa / "hotpotqa/train.jsonl").unlink()
+    proc = run([sys.executable, "-m", "stages.sft_data"], repo_copy, check=False)
+    assert proc.returncode == 2 and "hotpotqa/train.jsonl: no train split" in proc.stderr, proc.stderr

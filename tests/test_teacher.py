@@ -15,7 +15,9 @@ from searchr2.rollout import RetrievalError, RolloutConfig, Trajectory, rollout
 from searchr2.sft_data import SFTDataConfig, build
 from searchr2.teacher import (TeacherFailure, corrupted_trajectory, oracle_trajectory, plan_for,
                               rejection_sample)
-from tests.test_rollout import Scripted, check_invariants, one_thread, tiny  # noqa: F401 (fixtures)
+from tests.test_rollout import Scripted, check_invariants, tiny  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 PASSAGES = [
     ("Ana Varo", "Ana Varo is a painter. The spouse of Ana Varo is Ilo Tesk. Ana Varo was born in 1901."),
