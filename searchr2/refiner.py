@@ -22,10 +22,11 @@ training step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
-from searchr2.protocol import truncate_to_tokens, build_chat_ids, normalize_question
-from searchr2.rollout import Trajectory
+from searchr2.protocol import build_chat_ids, normalize_question, truncate_to_tokens
+from searchr2.rollout import RolloutConfig, Trajectory, rollout
 
 REVISE_SCORES = ("total", "best")
 
@@ -42,11 +43,18 @@ META_INSTRUCTIONS = (
 class RefinerConfig:
     """How the Meta-Refiner is prompted and how its answer becomes a decision."""
 
+    enabled: bool = True            # false: no refiner during RL rollouts (the Search-R1 configuration)
     obs_tokens: int = 160           # tokens of each tool output shown in the meta prompt (the rest is cut)
     revise_score: str = "total"     # total: P(any j >= 1) vs P(0); best: max_j P(j) vs P(0) (the paper leaves it open)
     margin: float = 0.0             # revise when score(revise) >= P(0) + margin (SPEC: 0.0)
+    max_revisions: int = 1          # cut-and-regenerate rounds per trajectory (SPEC: 1; the paper swept 1-4)
+    batch_size: int = 8             # meta prompts scored together in one forward pass
 
     def __post_init__(self):
+        for name in ("max_revisions", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "max_revisions" else 1):
+                raise ValueError(f"{name} must be an int >= {0 if name == 'max_revisions' else 1}, got {value!r}")
         if not isinstance(self.obs_tokens, int) or self.obs_tokens < 1:
             raise ValueError(f"obs_tokens must be an int >= 1, got {self.obs_tokens!r}")
         if self.revise_score not in REVISE_SCORES:
@@ -173,3 +181,66 @@ def accuracy(probs: list[list[float]], labels: list[int], cfg: RefinerConfig) ->
     return {"n": len(labels), "exact": mean(exact), "accept_reject": mean(decide),
             "flawed_recall": mean(flawed), "clean_accept": mean(clean),
             "revise_rate": mean([revise_decision(p, cfg) for p in probs])}
+
+
+@dataclass
+class Decision:
+    """What the refiner did with one trajectory in one round: the training sequence of its meta-action.
+
+    ``action`` is the integer it emitted: 0 (accept) or the sampled cut step. ``token_ids`` is the meta
+    prompt followed by that answer's token, ``loss_mask`` marks only that token: RL trains it with the
+    advantage of the final trajectory it led to (SPEC §4).
+    """
+
+    index: int                      # which trajectory of the batch
+    round: int                      # revision round, 0-based
+    action: int                     # 0 = accept; j >= 1 = cut before step j and regenerate
+    probs: list[float]              # P(0..n) the decision was read from
+    token_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+
+
+def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_cfg: RolloutConfig,
+           cfg: RefinerConfig, rng: random.Random) -> tuple[list[Trajectory], list[Decision]]:
+    """The Meta-Refiner over a batch of finished trajectories: accept, or cut and regenerate (SPEC §2).
+
+    Each round scores every still-open trajectory's meta prompt; a trajectory the rule revises is cut
+    before a step drawn from the trimmer distribution (``rng``), its prefix kept token for token
+    (:meth:`Trajectory.truncate`), and the Actor regenerates the rest with live search under the same
+    turn budget, all revised ones in one :func:`~searchr2.rollout.rollout` call. A trajectory leaves
+    when accepted or after ``cfg.max_revisions`` rounds. Returns the final trajectories (same order)
+    and every decision taken.
+    """
+    final = list(trajectories)
+    decisions: list[Decision] = []
+    open_ = [i for i, t in enumerate(final) if t.turns >= 1]
+    for round_no in range(cfg.max_revisions):
+        if not open_:
+            break
+        prompts = [meta_prompt_ids(tokenizer, final[i], cfg) for i in open_]
+        probs = decision_distributions(model, tokenizer, prompts, [final[i].turns for i in open_], cfg.batch_size)
+        revise, cuts = [], []
+        for i, prompt, p in zip(open_, prompts, probs):
+            action = 0
+            if revise_decision(p, cfg):
+                action = 1 + rng.choices(range(len(p) - 1), weights=cut_distribution(p))[0]
+                revise.append(i)
+                cuts.append(action)
+            answer = answer_token_ids(tokenizer, final[i].turns)[action]
+            decisions.append(Decision(index=i, round=round_no, action=action, probs=p, token_ids=prompt + [answer],
+                                      loss_mask=[0] * len(prompt) + [1]))
+        if revise:
+            prefixes = [final[i].truncate(cut - 1) for i, cut in zip(revise, cuts)]
+            redone = rollout(model, tokenizer, retriever, [final[i].question for i in revise],
+                             _reseeded(rollout_cfg, round_no), prefixes)
+            for i, t in zip(revise, redone):
+                final[i] = t
+        open_ = revise
+    return final, decisions
+
+
+def _reseeded(cfg: RolloutConfig, round_no: int) -> RolloutConfig:
+    """Another sampling seed per revision round, so a regenerated suffix is not the original again."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, seed=(cfg.seed * 31 + 17 * (round_no + 1)) % 2 ** 31)

@@ -37,7 +37,7 @@ def main():
                 loaded = {model_name: (load_model(path, p.evaluate.dtype, device), load_tokenizer(path))}
             model, tok = loaded[model_name]
             if system.startswith("agent_") and model_name not in refiner and heldout:
-                refiner[model_name] = score_refiner(model, tok, heldout, p.refiner)
+                refiner[model_name] = score_refiner(model, tok, heldout, p.refiner, p.refiner.batch_size)
                 print(f"[evaluate] refiner accuracy of {model_name}: {refiner[model_name]}")
             answer = {
                 "direct": lambda qs: answer_direct(model, tok, qs, cfg),

@@ -82,3 +82,59 @@ def test_accuracy_counts_exact_steps_and_accept_reject():
     acc = accuracy(probs, [0, 1, 2, 1], RefinerConfig())
     assert acc == {"n": 4, "exact": 0.5, "accept_reject": 0.75, "flawed_recall": 0.6667, "clean_accept": 1.0,
                    "revise_rate": 0.5}
+
+
+def test_refine_accepts_or_cuts_keeps_the_prefix_and_regenerates(tiny, traj, monkeypatch):
+    import random
+
+    import searchr2.refiner as refiner_mod
+    from searchr2.refiner import refine
+    from tests.test_rollout import Scripted
+
+    model, tok = tiny
+    # the refiner's distribution is fixed by the test: trajectory 0 accepted, trajectory 1 revised at step 2
+    fixed = {0: [0.9, 0.05, 0.03, 0.02], 1: [0.1, 0.0, 0.9, 0.0]}
+    calls = []
+
+    def fake_distributions(model_, tok_, prompts, n_steps, batch_size=8):
+        calls.append(len(prompts))   # first round: row 0 gets fixed[0], every other row fixed[1]
+        return [fixed[0] if k == 0 and len(calls) == 1 else fixed[1] for k in range(len(prompts))]
+
+    monkeypatch.setattr(refiner_mod, "decision_distributions", fake_distributions)
+    regenerated = "<think>again</think>\n<answer>Brel Koltho</answer>"
+    scripted = Scripted(model, tok, lambda q, turn: regenerated)
+    cfg = RefinerConfig(obs_tokens=20, max_revisions=1)
+    final, decisions = refine(scripted, tok, WordRetriever(), [traj, traj], CFG, cfg, random.Random(0))
+    assert final[0] is traj and final[1] is not traj
+    assert [d.action for d in decisions] == [0, 2] and calls == [2]
+    # step 1 and its tool output are kept token for token; step 2 onwards is the Actor's new text
+    keep = traj.steps[1]["end"]
+    assert final[1].token_ids[:keep] == traj.token_ids[:keep] and final[1].loss_mask[:keep] == traj.loss_mask[:keep]
+    assert final[1].answer == "Brel Koltho" and final[1].turns == 2 and final[1].searches == traj.searches[:1]
+    for d in decisions:   # one trained token: the emitted answer, after the meta prompt
+        assert d.loss_mask == [0] * (len(d.token_ids) - 1) + [1]
+        assert tok.decode([d.token_ids[-1]]) == str(d.action)
+    # max_revisions bounds the rounds; 0 turns the refiner into a no-op
+    calls.clear()
+    monkeypatch.setattr(refiner_mod, "decision_distributions",
+                        lambda m, t, prompts, n, b=8: calls.append(len(prompts)) or [fixed[1]] * len(prompts))
+    final, decisions = refine(scripted, tok, WordRetriever(), [traj], CFG, RefinerConfig(max_revisions=3),
+                              random.Random(0))
+    assert len(calls) == 3 and [d.round for d in decisions] == [0, 1, 2]
+    assert refine(scripted, tok, WordRetriever(), [traj], CFG, RefinerConfig(max_revisions=0),
+                  random.Random(0)) == ([traj], [])
+
+
+def test_cut_points_follow_the_trimmer_distribution(tiny, traj, monkeypatch):
+    import random
+
+    import searchr2.refiner as refiner_mod
+    from searchr2.refiner import refine
+
+    model, tok = tiny
+    monkeypatch.setattr(refiner_mod, "decision_distributions",
+                        lambda m, t, prompts, n, b=8: [[0.0, 0.25, 0.75, 0.0]] * len(prompts))
+    monkeypatch.setattr(refiner_mod, "rollout", lambda m, t, r, qs, cfg, prefixes: prefixes)
+    _, decisions = refine(model, tok, WordRetriever(), [traj] * 400, CFG, RefinerConfig(), random.Random(1))
+    share = sum(d.action == 2 for d in decisions) / len(decisions)
+    assert {d.action for d in decisions} == {1, 2} and 0.68 < share < 0.82
