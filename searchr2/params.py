@@ -30,6 +30,8 @@ SECTIONS: dict[str, str] = {
     "sft": "searchr2.sft:SFTConfig",
     "refiner": "searchr2.refiner:RefinerConfig",
     "sft_data": "searchr2.sft_data:SFTDataConfig",
+    "reward": "searchr2.reward:RewardConfig",
+    "rl": "searchr2.rl:RLConfig",
     "evaluate": "searchr2.evaluation:EvalConfig",
 }
 #: top-level scalars that are not sections

@@ -503,7 +503,7 @@ def _make_accelerator(cfg: SFTConfig):
     return Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
 
 
-def _trim_live_plots(live_dir: Path, last_step: int) -> None:
+def trim_live_plots(live_dir: Path, last_step: int) -> None:
     """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
     for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
         lines = tsv.read_text().splitlines()
@@ -593,7 +593,7 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
         from dvclive import Live
 
         if resumed_from:
-            _trim_live_plots(Path(live_dir), resumed_from)
+            trim_live_plots(Path(live_dir), resumed_from)
         live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
 
     # the loop: one optimizer step per grad_accum micro-batches

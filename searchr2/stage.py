@@ -29,6 +29,8 @@ SFT_DATA = Path("data/sft")                              # warm-up data (stage s
 SFT_ACTOR = SFT_DATA / "actor.jsonl"                     # Actor trajectories
 SFT_REFINER = SFT_DATA / "refiner.jsonl"                 # labelled meta prompts, trained on
 SFT_REFINER_HELDOUT = SFT_DATA / "refiner_heldout.jsonl"  # labelled meta prompts, never trained on
+RL_CHECKPOINTS = Path("data/checkpoints/rl")             # latest RL training state (stage rl)
+RL_BEST = Path("data/checkpoints/rl-best")               # the best-validated RL model so far
 SFT_CHECKPOINTS = Path("data/checkpoints/sft")           # resumable training state of stage sft (latest only)
 
 # Offline by default: nothing in the embedded profile needs the network, and a stray hub call

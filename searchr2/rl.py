@@ -1,0 +1,242 @@
+"""Joint Actor–Refiner GRPO (SPEC §2–§5): the training loop of the ``rl`` stage.
+
+One step, in the order :func:`train_rl` runs it:
+
+1. **Rollout**: ``questions_per_step`` train questions (a seeded draw per step), each played
+   ``group_size`` times by the Actor with sampling and live search (:func:`searchr2.rollout.rollout`).
+2. **Refine** (``refiner.enabled``): the Meta-Refiner (same weights, meta prompt) accepts each
+   trajectory or cuts it at a sampled step and the Actor regenerates the rest
+   (:func:`searchr2.refiner.refine`); the refined trajectory replaces the original in its group.
+3. **Judge**: R = EM · (1 + r_process) (:mod:`searchr2.reward`; the judge only sees correct ones).
+4. **Update**: group-normalised advantages; the Actor's trajectories and the refiner's decision
+   sequences (each carrying the advantage of the final trajectory it led to, weighted by
+   ``refiner_weight``) go through the clipped GRPO objective with a k3 KL to the frozen starting
+   model (:func:`searchr2.grpo.ppo_update`), on Accelerate.
+
+Every ``val_every`` steps the Actor answers a held-out slice of the train split greedily; the model
+with the best validation EM is kept (collapse guard) and becomes the stage's output. Every
+``save_every_steps`` steps the full training state is checkpointed; a rerun of the same run resumes
+from it and, on CPU, ends with the same weights as an uninterrupted run: everything random in a
+step is derived from (seed, step), never from state carried across steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from searchr2.grpo import GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, ppo_update
+from searchr2.io import atomic_dir
+from searchr2.metrics import exact_match
+from searchr2.refiner import RefinerConfig, refine
+from searchr2.reward import RewardConfig, score, summarize
+from searchr2.rollout import RolloutConfig, rollout
+from searchr2.sft import (_optimizer, clean_checkpoints, fingerprint, freeze_bottom, latest_checkpoint, load_model,
+                          pick_device, save_checkpoint, trim_live_plots)
+
+
+@dataclass(frozen=True)
+class RLConfig(GRPOConfig):
+    """The ``rl`` params section: the GRPO objective (inherited, see :class:`GRPOConfig`) and the run."""
+
+    steps: int = 8                    # RL steps (one rollout batch and ppo_epochs optimizer steps each)
+    questions_per_step: int = 4       # train questions per step; each is played group_size times
+    val_questions: int = 30           # held-out train questions answered greedily for validation EM
+    val_every: int = 4                # steps between validations (also after the last step); 0: only at the end
+    save_every_steps: int = 2         # steps between checkpoints in data/checkpoints/rl
+    device: str = "cpu"               # cpu | cuda | auto
+    mixed_precision: str = "no"       # no | bf16 | fp16 (autocast; weights stay float32)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("steps", "questions_per_step", "val_questions", "save_every_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.val_every, int) or self.val_every < 0:
+            raise ValueError(f"val_every must be an int >= 0, got {self.val_every!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+
+
+def split_questions(records: list[dict], cfg: RLConfig) -> tuple[list[dict], list[dict]]:
+    """(train pool, validation slice): a seeded shuffle; the last ``val_questions`` are held out."""
+    shuffled = list(records)
+    random.Random(f"{cfg.seed}:split").shuffle(shuffled)
+    if len(shuffled) <= cfg.val_questions:
+        raise ValueError(f"rl.val_questions={cfg.val_questions} leaves no train question out of {len(shuffled)}")
+    return shuffled[:-cfg.val_questions], shuffled[-cfg.val_questions:]
+
+
+def step_questions(pool: list[dict], cfg: RLConfig, step: int) -> list[dict]:
+    """The questions of one step, drawn from (seed, step) alone so a resumed run draws the same."""
+    return random.Random(f"{cfg.seed}:questions:{step}").sample(pool, min(cfg.questions_per_step, len(pool)))
+
+
+def validate(lm, tokenizer, retriever, records: list[dict], rollout_cfg: RolloutConfig) -> float:
+    """Greedy Actor-only EM ×100 on ``records`` (what evaluation measures)."""
+    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in records],
+                    dataclasses.replace(rollout_cfg, do_sample=False))
+    return round(100 * sum(exact_match(t.answer, r["golden_answers"]) for t, r in zip(trajs, records)) / len(records), 2)
+
+
+def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
+            refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int):
+    """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics)."""
+    timings, metrics = {}, {}
+    group = [r for r in records for _ in range(cfg.group_size)]
+    t0 = time.perf_counter()
+    sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True, seed=(cfg.seed * 100_003 + step) % 2 ** 31)
+    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg)
+    timings["rollout"] = time.perf_counter() - t0
+
+    decisions = []
+    if refiner_cfg.enabled:
+        t0 = time.perf_counter()
+        originals = trajs
+        trajs, decisions = refine(lm, tokenizer, retriever, trajs, sample_cfg, refiner_cfg,
+                                  random.Random(f"{cfg.seed}:refine:{step}"))
+        timings["refine"] = time.perf_counter() - t0
+        revised = sorted({d.index for d in decisions if d.action > 0})
+        first = [d for d in decisions if d.round == 0]
+        metrics["acceptance_rate"] = sum(d.action == 0 for d in first) / max(len(first), 1)
+        metrics["revisions_per_traj"] = sum(d.action > 0 for d in decisions) / len(trajs)
+    t0 = time.perf_counter()
+    rows = score(group, trajs, reward_cfg, judge)
+    timings["judge"] = time.perf_counter() - t0
+    rewards = [r["reward"] for r in rows]
+    if decisions and revised:
+        before = score([group[i] for i in revised], [originals[i] for i in revised], reward_cfg, judge)
+        metrics["revised_reward_before"] = sum(r["reward"] for r in before) / len(revised)
+        metrics["revised_reward_after"] = sum(rewards[i] for i in revised) / len(revised)
+
+    advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
+    sequences, seq_adv, weights = list(trajs), list(advantages), [1.0] * len(trajs)
+    if cfg.refiner_weight > 0:
+        for d in decisions:          # a meta-action carries the advantage of the trajectory it ended in
+            sequences.append(d)
+            seq_adv.append(advantages[d.index])
+            weights.append(cfg.refiner_weight)
+    summary = summarize(rows)
+    metrics.update(reward=summary["reward"], em=summary["em"], searches=summary["searches"],
+                   useful_share=summary["useful_share"] if summary["useful_share"] is not None else 0.0,
+                   response_tokens=sum(sum(t.loss_mask) for t in trajs) / len(trajs),
+                   reward_std=float(torch.tensor(rewards).std()) if len(rewards) > 1 else 0.0)
+    return sequences, seq_adv, weights, metrics, timings
+
+
+def _run_fingerprint(cfg: RLConfig, sections: dict, data_files: dict, base_dir: Path, processes: int) -> str:
+    extra = {f"params:{k}": hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
+             for k, v in sections.items()}
+    return fingerprint(cfg, {**data_files, **extra}, base_dir, processes)
+
+
+def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConfig, reward_cfg: RewardConfig,
+             records: list[dict], tokenizer, retriever, judge, base_dir: Path, out_dir: Path, checkpoint_dir: Path,
+             best_dir: Path, live_dir: Path | None, data_files: dict) -> dict:
+    """Run (or resume) the RL training of the model in ``base_dir``; write the best-validated model to ``out_dir``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_constant_schedule_with_warmup
+
+    device = pick_device(cfg.device)
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    pool, val = split_questions(records, cfg)
+    run_id = _run_fingerprint(cfg, {"rollout": asdict(rollout_cfg), "refiner": asdict(refiner_cfg),
+                                    "reward": asdict(reward_cfg)}, data_files, base_dir, accelerator.num_processes)
+
+    lm = load_model(base_dir, "float32", str(accelerator.device))
+    freeze_bottom(lm, cfg.freeze_layers)
+    reference = None
+    if cfg.kl_coef > 0:
+        reference = load_model(base_dir, "float32", str(accelerator.device)).eval().requires_grad_(False)
+    model = TokenLogProbs(lm)
+    optimizer = _optimizer(lm, cfg)
+    scheduler = get_constant_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    policy = accelerator.unwrap_model(model).lm
+
+    clean_checkpoints(checkpoint_dir, run_id)
+    progress = {"step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0}
+    if (found := latest_checkpoint(checkpoint_dir)) is not None:
+        path, progress = found
+        accelerator.load_state(str(path))
+        print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
+    elif best_dir.exists():
+        shutil.rmtree(best_dir)              # a best model of an older run
+    resumed_from = progress["step"]
+
+    live = None
+    if live_dir is not None:
+        from dvclive import Live
+
+        if resumed_from:
+            trim_live_plots(Path(live_dir), resumed_from)
+        live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
+
+    def validate_and_keep(step: int) -> None:
+        em = validate(policy, tokenizer, retriever, val, rollout_cfg)
+        progress["val"].append({"step": step, "em": em})
+        if progress["best_val_em"] is None or em > progress["best_val_em"]:
+            progress.update(best_val_em=em, best_step=step)
+            with atomic_dir(best_dir) as tmp:
+                policy.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+        print(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step {progress['best_step']})",
+              file=sys.stderr)
+        if live is not None:
+            live.log_metric("val_em", em)
+
+    if resumed_from == 0:
+        validate_and_keep(0)                 # the starting model is a candidate too
+    bar = tqdm(total=cfg.steps, initial=resumed_from, desc="rl", dynamic_ncols=True)
+    for step in range(resumed_from + 1, cfg.steps + 1):
+        start = time.perf_counter()
+        batch = step_questions(pool, cfg, step)
+        sequences, advantages, weights, metrics, timings = rl_step(
+            policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step)
+        t0 = time.perf_counter()
+        ref_logp = compute_logprobs(reference, sequences, cfg.micro_batch_tokens) if reference is not None else None
+        model.train()
+        stats = ppo_update(accelerator, model, optimizer, sequences, advantages, None, ref_logp, cfg, weights,
+                           scheduler=scheduler, step=step)
+        timings["update"] = time.perf_counter() - t0
+        seconds = time.perf_counter() - start
+        progress.update(step=step, seconds=progress["seconds"] + seconds)
+        if live is not None:
+            live.step = step
+            for name, value in {**metrics, **{k: stats[k] for k in ("loss", "kl", "clip_frac", "grad_norm", "lr")},
+                                **{f"time_{k}": v for k, v in timings.items()}, "step_seconds": seconds}.items():
+                live.log_metric(name, float(value))
+        if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.steps:
+            validate_and_keep(step)
+        if live is not None:
+            live.next_step()
+        bar.update(1)
+        bar.set_postfix(reward=f"{metrics['reward']:.2f}", em=f"{metrics['em']:.2f}", s=f"{seconds:.0f}")
+        if step % cfg.save_every_steps == 0 or step == cfg.steps:
+            save_checkpoint(accelerator, checkpoint_dir, progress)
+    bar.close()
+
+    print(f"[rl] output: the model of step {progress['best_step']} (validation EM {progress['best_val_em']}; "
+          f"history {progress['val']})", file=sys.stderr)
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+    summary = {"steps": progress["step"], "resumed_from_step": resumed_from, "seconds": round(progress["seconds"], 1),
+               "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
+               "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],
+               "fingerprint": run_id}
+    if live is not None:
+        for key in ("best_step", "best_val_em"):
+            live.summary[key] = summary[key]
+        live.end()
+    return summary
