@@ -14,7 +14,8 @@ One step, in the order :func:`train_rl` runs it:
    model (:func:`searchr2.grpo.ppo_update`), on Accelerate.
 
 Every ``val_every`` steps the Actor answers a held-out slice of the train split greedily; the model
-with the best validation EM is kept (collapse guard) and becomes the stage's output. Every
+with the best validation EM is kept (collapse guard; on a tie the later one) and becomes the stage's
+output. Every
 ``save_every_steps`` steps the full training state is checkpointed; a rerun of the same run resumes
 from it and, on CPU, ends with the same weights as an uninterrupted run: everything random in a
 step is derived from (seed, step), never from state carried across steps.
@@ -39,8 +40,9 @@ from searchr2.metrics import exact_match
 from searchr2.refiner import RefinerConfig, refine
 from searchr2.reward import RewardConfig, score, summarize
 from searchr2.rollout import RolloutConfig, rollout
-from searchr2.sft import (_optimizer, clean_checkpoints, fingerprint, freeze_bottom, latest_checkpoint, load_model,
-                          pick_device, save_checkpoint, trim_live_plots)
+from searchr2.sft import (MIXED_PRECISION, _optimizer, accelerate_precision, clean_checkpoints, fingerprint,
+                          freeze_bottom, latest_checkpoint, load_model, pick_device, remove_checkpoints,
+                          save_checkpoint, trim_live_plots)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class RLConfig(GRPOConfig):
     val_every: int = 4                # steps between validations (also after the last step); 0: only at the end
     save_every_steps: int = 2         # steps between checkpoints in data/checkpoints/rl
     device: str = "cpu"               # cpu | cuda | auto
-    mixed_precision: str = "no"       # no | bf16 | fp16 (autocast; weights stay float32)
+    mixed_precision: str = "fp32"     # fp32 | bf16 | fp16 (autocast; weights stay float32)
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,8 +64,8 @@ class RLConfig(GRPOConfig):
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.val_every, int) or self.val_every < 0:
             raise ValueError(f"val_every must be an int >= 0, got {self.val_every!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
 
 
 def split_questions(records: list[dict], cfg: RLConfig) -> tuple[list[dict], list[dict]]:
@@ -148,7 +150,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     from transformers import get_constant_schedule_with_warmup
 
     device = pick_device(cfg.device)
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=accelerate_precision(cfg.mixed_precision))
     set_seed(cfg.seed)
     pool, val = split_questions(records, cfg)
     run_id = _run_fingerprint(cfg, {"rollout": asdict(rollout_cfg), "refiner": asdict(refiner_cfg),
@@ -186,7 +188,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     def validate_and_keep(step: int) -> None:
         em = validate(policy, tokenizer, retriever, val, rollout_cfg)
         progress["val"].append({"step": step, "em": em})
-        if progress["best_val_em"] is None or em > progress["best_val_em"]:
+        if progress["best_val_em"] is None or em >= progress["best_val_em"]:   # ties: the more trained model
             progress.update(best_val_em=em, best_step=step)
             with atomic_dir(best_dir) as tmp:
                 policy.save_pretrained(tmp)
@@ -231,6 +233,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
           f"history {progress['val']})", file=sys.stderr)
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+    remove_checkpoints(checkpoint_dir)       # done: a rerun (e.g. after a code change) trains afresh
+    shutil.rmtree(best_dir, ignore_errors=True)
     summary = {"steps": progress["step"], "resumed_from_step": resumed_from, "seconds": round(progress["seconds"], 1),
                "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
                "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],

@@ -54,7 +54,7 @@ from searchr2.models import PROVENANCE_FILE, load_model, pick_device
 IGNORE = -100
 #: records are length-sorted within windows of this many (after a seeded shuffle) before packing
 SORT_WINDOW = 256
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("fp32", "bf16", "fp16")   # fp32 = no autocast ("no" would read as false in YAML)
 DEVICES = ("cpu", "cuda", "auto")
 PROGRESS_FILE = "progress.json"
 _CHECKPOINT = re.compile(r"step-(\d+)")
@@ -81,7 +81,7 @@ class SFTConfig:
     max_seq_len: int = 2048           # records with more tokens are skipped (counted, with a warning)
     save_every_steps: int = 10        # optimizer steps between checkpoints (one is also saved after each epoch)
     device: str = "cpu"               # cpu | cuda | auto (cuda when available); `accelerate launch` picks the GPU
-    mixed_precision: str = "no"       # no | bf16 | fp16: autocast for the forward pass; weights and optimizer
+    mixed_precision: str = "fp32"     # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimizer
                                       # state stay float32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
 
@@ -494,13 +494,18 @@ def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Pat
 
 # -------------------------------------------------------------------------------------------- train
 
+def accelerate_precision(name: str) -> str:
+    """Accelerate's name for a mixed_precision param value (it calls fp32 "no")."""
+    return "no" if name == "fp32" else name
+
+
 def _make_accelerator(cfg: SFTConfig):
     from accelerate import Accelerator
 
     device = pick_device(cfg.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("sft.device is cuda but no CUDA device is visible; use cpu or auto")
-    return Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    return Accelerator(cpu=device == "cpu", mixed_precision=accelerate_precision(cfg.mixed_precision))
 
 
 def trim_live_plots(live_dir: Path, last_step: int) -> None:

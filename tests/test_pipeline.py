@@ -19,7 +19,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "evaluate"):
+    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -37,7 +37,11 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     for model in ("base", "sft"):
         assert 0 <= metrics["refiner"][model]["exact"] <= 1 and metrics["refiner"][model]["n"] == sft_data[
             "refiner_heldout"]
-    for system in ("direct", "rag", "agent_base", "agent_sft"):
+    rl = json.loads((repo / "results/rl.json").read_text())
+    assert rl["steps"] >= 1 and rl["best_step"] is not None and (repo / "data/models/rl/config.json").exists()
+    for curve in ("reward", "kl", "clip_frac", "acceptance_rate", "time_rollout", "time_update"):
+        assert (repo / f"results/rl/plots/metrics/{curve}.tsv").exists(), curve
+    for system in ("direct", "rag", "agent_base", "agent_sft", "agent_rl"):
         assert set(metrics[system]) == {*splits, "avg"}
         assert 0 <= metrics[system]["avg"]["em"] <= 100
         rows = (repo / f"results/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
@@ -47,6 +51,12 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     start = time.perf_counter()
     proc = run(["dvc", "repro"], repo)
     assert "Running stage" not in proc.stdout and time.perf_counter() - start < 10
+
+    # an experiment on the refiner's loss weight reruns rl (and evaluate when the model changed), nothing upstream
+    proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
+    ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
+    assert ran[0] == "Running stage 'rl':" and set(ran) <= {"Running stage 'rl':", "Running stage 'evaluate':"}, ran
+    assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
 
     # an evaluation param reruns only evaluate
     params = repo / "params.yaml"
@@ -59,7 +69,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     _set(params, "  method: bm25", "  method: dense")
     proc = run(["dvc", "repro"], repo)
     assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
-        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'evaluate':"]
+        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'rl':", "Running stage 'evaluate':"]
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
     proc = run(["dvc", "repro"], repo)

@@ -1,0 +1,93 @@
+"""The RL loop (searchr2.rl) on a tiny model: it trains, resumes exactly, and stops on divergence."""
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import searchr2.rl as rl
+from searchr2.grpo import DivergenceError
+from searchr2.models import ModelConfig, TinyModelConfig, load_tokenizer, materialize_base_model
+from searchr2.refiner import RefinerConfig
+from searchr2.reward import RewardConfig
+from searchr2.rl import RLConfig, split_questions, step_questions, train_rl
+from searchr2.rollout import RolloutConfig
+from tests.test_teacher import PASSAGES, WordRetriever, _records
+
+pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
+
+ROLLOUT = RolloutConfig(max_turns=1, max_new_tokens=12, max_obs_tokens=30, max_context_tokens=1024, top_k=1,
+                        do_sample=True, batch_size=8)
+CFG = RLConfig(group_size=2, lr=1e-3, warmup_ratio=0.0, kl_coef=0.01, steps=3, questions_per_step=2,
+               val_questions=2, val_every=0, save_every_steps=1, micro_batch_tokens=4096)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl")
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "contents": f'"{t}"\n{x}'}) + "\n"
+                              for i, (t, x) in enumerate(PASSAGES * 20)))
+    materialize_base_model(ModelConfig(source="tiny", seed=5, tiny=TinyModelConfig(vocab_size=400)), root / "m", corpus)
+    return root / "m"
+
+
+def fake_score(records, trajectories, cfg, judge=None):
+    """A reward that varies within groups (the tiny model never answers right): the parity of its token ids."""
+    return [{"reward": float(sum(t.token_ids) % 2), "outcome": 0.0, "process": None, "searches": len(t.documents),
+             "useful": None, "judged": False, "parsed": True, "flags": None} for t in trajectories]
+
+
+def _run(base, tmp, cfg=CFG, refiner=RefinerConfig(obs_tokens=10)):
+    return train_rl(cfg, ROLLOUT, refiner, RewardConfig(process=False), _records(12), load_tokenizer(base),
+                    WordRetriever(), None, base, tmp / "out", tmp / "ckpt", tmp / "best", tmp / "live", {"x": "1"})
+
+
+def _weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_questions_are_split_and_drawn_from_the_seed_alone():
+    records = _records(12)
+    pool, val = split_questions(records, CFG)
+    assert len(val) == 2 and not {r["id"] for r in pool} & {r["id"] for r in val}
+    assert step_questions(pool, CFG, 3) == step_questions(pool, CFG, 3) != step_questions(pool, CFG, 4)
+
+
+def test_rl_trains_logs_and_resumes_to_the_same_weights(base, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl, "score", fake_score)
+    summary = _run(base, tmp_path / "a")
+    assert summary["steps"] == 3 and summary["resumed_from_step"] == 0
+    trained = _weights(tmp_path / "a/out")
+    start = load_file(str(base / "model.safetensors"))
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)          # the policy moved
+    loss = (tmp_path / "a/live/plots/metrics/loss.tsv").read_text().splitlines()
+    assert len(loss) == 4 and (tmp_path / "a/live/plots/metrics/acceptance_rate.tsv").exists()
+    assert not any((tmp_path / "a/ckpt").iterdir())                              # cleaned once done
+
+    # a run killed during step 2 (after the step-1 checkpoint) resumes and ends with the same weights
+    real_update = rl.ppo_update
+
+    def dying_update(*args, step=0, **kw):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return real_update(*args, step=step, **kw)
+
+    monkeypatch.setattr(rl, "ppo_update", dying_update)
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, tmp_path / "b")
+    assert [d.name for d in (tmp_path / "b/ckpt").iterdir()] == ["step-0000001"]
+    monkeypatch.setattr(rl, "ppo_update", real_update)
+    resumed = _run(base, tmp_path / "b")
+    assert resumed["resumed_from_step"] == 1 and resumed["steps"] == 3
+    again = _weights(tmp_path / "b/out")
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+    assert (tmp_path / "b/live/plots/metrics/loss.tsv").read_text().splitlines() == loss   # no step lost or repeated
+
+
+def test_a_diverging_loss_stops_the_run_naming_the_step(base, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl, "score", fake_score)
+    with pytest.raises(DivergenceError, match=r"rl step \d+: \|loss\| = .* exceeds rl.loss_limit"):
+        _run(base, tmp_path, dataclasses.replace(CFG, loss_limit=1e-9))
+    assert not (tmp_path / "out").exists()
