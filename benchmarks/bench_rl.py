@@ -53,22 +53,20 @@ class Arm:
         self.rows = []
 
     def step(self, tokenizer, retriever, batch, step: int) -> dict:
-        from searchr2.grpo import compute_logprobs, ppo_update
-        from searchr2.rl import rl_step
+        from searchr2.rl import rl_step, update_policy
 
         start = time.perf_counter()
         sequences, advantages, weights, metrics, timings = rl_step(
             self.policy, tokenizer, retriever, batch, self.cfg, self.p.rollout, self.refiner_cfg, self.reward_cfg,
             self.judge, step)
         t0 = time.perf_counter()
-        ref = compute_logprobs(self.reference, sequences, self.cfg.micro_batch_tokens) if self.reference else None
-        self.model.train()
-        ppo_update(self.accelerator, self.model, self.optimizer, sequences, advantages, None, ref, self.cfg, weights,
-                   step=step)
+        stats = update_policy(self.accelerator, self.model, self.reference, self.optimizer, None, sequences,
+                              advantages, weights, self.cfg, step)
         timings["update"] = time.perf_counter() - t0
         row = {"step": step, "seconds": round(time.perf_counter() - start, 2),
                **{f"time_{k}": round(v, 2) for k, v in timings.items()},
                "sequences": len(sequences), "tokens": sum(len(s.token_ids) for s in sequences),
+               "trained_share": round(stats["trained_share"], 3),
                "reward": round(metrics["reward"], 3), "em": round(metrics["em"], 3),
                "revisions_per_traj": metrics.get("revisions_per_traj", 0.0)}
         print(f"  {self.name} step {step}: {json.dumps(row)}", file=sys.stderr, flush=True)

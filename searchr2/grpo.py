@@ -79,6 +79,10 @@ class GRPOConfig:
     loss_limit: float = 100.0         # stop the run (a clear error naming the step) when |loss| exceeds this;
                                       # NaN/inf always stop it; 0 disables the bound
     seed: int = 0                     # seeds the micro-batch grouping (and, in the rl stage, sampling)
+    skip_zero_advantage: bool = True  # sequences whose advantage is exactly 0 (their group's rewards were all equal)
+                                      # are not forwarded: they carry no policy gradient, only their beta-weighted
+                                      # KL term, which is dropped (the loss keeps dividing by the whole batch's
+                                      # weight). false: the SPEC's objective to the letter, at full cost
 
     def __post_init__(self):
         def need(cond: bool, what: str):
@@ -99,6 +103,8 @@ class GRPOConfig:
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(self.adv_eps > 0, f"adv_eps must be > 0, got {self.adv_eps}")
+        need(isinstance(self.skip_zero_advantage, bool),
+             f"skip_zero_advantage must be true or false, got {self.skip_zero_advantage!r}")
         need(self.refiner_weight >= 0, f"refiner_weight must be >= 0, got {self.refiner_weight}")
         need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
         need(self.loss_limit >= 0, f"loss_limit must be >= 0 (0 disables it), got {self.loss_limit}")
@@ -345,7 +351,8 @@ _SUMMED_STATS = ("loss", "pg_loss", "kl_loss")
 def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                sequences: Sequence[TrainSequence], advantages: Sequence[float],
                old_logp: Sequence[torch.Tensor] | None, ref_logp: Sequence[torch.Tensor] | None, cfg: GRPOConfig,
-               weights: Sequence[float] | None = None, *, scheduler=None, step: int = 0) -> dict[str, float]:
+               weights: Sequence[float] | None = None, *, scheduler=None, step: int = 0,
+               total_weight: float | None = None) -> dict[str, float]:
     """Update the policy on one rollout batch: ``cfg.ppo_epochs`` optimizer steps (module docstring, step 4).
 
     ``model`` is a :class:`TokenLogProbs` prepared by ``accelerator`` together with ``optimizer`` (and
@@ -356,7 +363,9 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
     ``ref_logp`` None (or ``cfg.kl_coef`` 0) leaves KL out. Sequences of weight 0 are not forwarded at
     all (their gradient would be exactly 0). Each step's loss is the weighted mean over the sequences of
     all processes, checked by :func:`check_finite` (with ``step``, for the message) before the weights
-    change. The caller sets the model's mode (``train()``). Returns the statistics of :func:`grpo_loss`
+    change. ``total_weight`` is this process's weight sum of the whole batch when the caller left
+    sequences out (:func:`select_for_update`); it defaults to the sum of ``weights``. The caller
+    sets the model's mode (``train()``). Returns the statistics of :func:`grpo_loss`
     over all epochs, plus ``grad_norm`` (mean over epochs; NaN under DeepSpeed, which clips internally),
     ``lr`` (before the first step) and ``epochs``.
     """
@@ -382,7 +391,10 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
     batches = [collate_sequences([sequences[i] for i in group]) for group in plan]
     # the step's loss divides by the weight sum of all processes; DDP averages gradients over processes,
     # so each process scales its backward by the process count to undo that
-    normalizer = float(accelerator.reduce(torch.tensor([sum(weights)], dtype=torch.float64, device=device),
+    own = sum(weights) if total_weight is None else float(total_weight)
+    if own < sum(weights) - 1e-9:
+        raise ValueError(f"total_weight {own} is less than the weight of the sequences given ({sum(weights)})")
+    normalizer = float(accelerator.reduce(torch.tensor([own], dtype=torch.float64, device=device),
                                           reduction="sum").item())
     scale = accelerator.num_processes
     first_old: list[torch.Tensor] = []                     # π_old per micro-batch, when read off the first epoch
@@ -433,6 +445,13 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
         optimizer.zero_grad(set_to_none=True)
         grad_norms.append(grad_norm)
     return _summarise(accelerator, totals, grad_norms, lr, cfg.ppo_epochs)
+
+
+def select_for_update(advantages: Sequence[float], weights: Sequence[float], cfg: GRPOConfig) -> list[int]:
+    """Indices of the sequences the update forwards: weight > 0 and, with ``cfg.skip_zero_advantage``,
+    advantage != 0 (a sequence with advantage 0 contributes only its KL term to the loss)."""
+    return [i for i, (a, w) in enumerate(zip(advantages, weights))
+            if w > 0 and (a != 0 or not cfg.skip_zero_advantage)]
 
 
 def _accumulate(totals: dict[str, float], stats: dict[str, float]) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from searchr2.grpo import GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, ppo_update
+from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, ppo_update,
+                           select_for_update)
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
 from searchr2.refiner import RefinerConfig, refine
@@ -134,6 +135,27 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
     return sequences, seq_adv, weights, metrics, timings
 
 
+def update_policy(accelerator, model, reference, optimizer, scheduler, sequences: list, advantages: list[float],
+                  weights: list[float], cfg: RLConfig, step: int) -> dict[str, float]:
+    """Step 4 of the module docstring: the reference pass and :func:`searchr2.grpo.ppo_update` over the
+    sequences :func:`searchr2.grpo.select_for_update` keeps (with ``skip_zero_advantage``, a step whose
+    groups all had equal rewards takes no optimizer step; the learning-rate schedule still advances).
+    Returns ppo_update's statistics plus ``trained_share``, the share of sequences forwarded."""
+    keep = select_for_update(advantages, weights, cfg)
+    share = len(keep) / max(len(sequences), 1)
+    if not keep:
+        if scheduler is not None:
+            scheduler.step()
+        return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0,
+                "lr": optimizer.param_groups[0]["lr"], "trained_share": 0.0}
+    chosen = [sequences[i] for i in keep]
+    ref_logp = compute_logprobs(reference, chosen, cfg.micro_batch_tokens) if reference is not None else None
+    model.train()
+    stats = ppo_update(accelerator, model, optimizer, chosen, [advantages[i] for i in keep], None, ref_logp, cfg,
+                       [weights[i] for i in keep], scheduler=scheduler, step=step, total_weight=sum(weights))
+    return {**stats, "trained_share": share}
+
+
 def _run_fingerprint(cfg: RLConfig, sections: dict, data_files: dict, base_dir: Path, processes: int) -> str:
     extra = {f"params:{k}": hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
              for k, v in sections.items()}
@@ -207,10 +229,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         sequences, advantages, weights, metrics, timings = rl_step(
             policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step)
         t0 = time.perf_counter()
-        ref_logp = compute_logprobs(reference, sequences, cfg.micro_batch_tokens) if reference is not None else None
-        model.train()
-        stats = ppo_update(accelerator, model, optimizer, sequences, advantages, None, ref_logp, cfg, weights,
-                           scheduler=scheduler, step=step)
+        stats = update_policy(accelerator, model, reference, optimizer, scheduler, sequences, advantages, weights,
+                              cfg, step)
+        metrics["trained_share"] = stats["trained_share"]
         timings["update"] = time.perf_counter() - t0
         seconds = time.perf_counter() - start
         progress.update(step=step, seconds=progress["seconds"] + seconds)

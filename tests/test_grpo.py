@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from searchr2.grpo import (KL_CLAMP, DivergenceError, GRPOConfig, TokenLogProbs, check_finite, collate_sequences,
-                           compute_logprobs, group_advantages, grpo_loss, kl_k3, ppo_update, sequence_logprobs)
+                           compute_logprobs, group_advantages, grpo_loss, kl_k3, ppo_update, select_for_update,
+                           sequence_logprobs)
 from searchr2.models import ModelConfig, TinyModelConfig, load_model, materialize_base_model
 from searchr2.sft import _optimizer
 
@@ -332,3 +333,44 @@ def test_update_stops_before_touching_the_weights_when_the_loss_diverges(lm):
         ppo_update(accelerator, model, optimizer, [seq], [1e6], None, None, replace(cfg, loss_limit=10.0), step=1)
     with pytest.raises(ValueError, match="weight > 0"):
         ppo_update(accelerator, model, optimizer, [seq], [1.0], None, None, cfg, weights=[0.0])
+
+
+def test_select_for_update():
+    cfg = GRPOConfig()
+    assert select_for_update([0.0, 1.2, -0.5, 0.0], [1.0, 1.0, 0.0, 0.5], cfg) == [1]
+    assert select_for_update([0.0, 1.2, -0.5, 0.0], [1.0, 1.0, 0.0, 0.5], replace(cfg, skip_zero_advantage=False)) \
+        == [0, 1, 3]
+    with pytest.raises(ValueError, match="skip_zero_advantage must be true or false"):
+        GRPOConfig(skip_zero_advantage="yes")
+
+
+def test_leaving_out_zero_advantage_sequences_changes_nothing_without_kl(base):
+    """Without KL a zero-advantage sequence has exactly zero gradient: leaving it out (and keeping its weight
+    in the normaliser) must give the same weights as forwarding it."""
+    gen = torch.Generator().manual_seed(6)
+    lm_a, lm_b = load_model(base), load_model(base)
+    vocab = lm_a.config.vocab_size
+    seqs = [random_seq(gen, 14, vocab, [(4, 14)]), random_seq(gen, 18, vocab, [(6, 18)]),
+            random_seq(gen, 11, vocab, [(3, 11)])]
+    adv = [0.9, 0.0, -0.9]
+    cfg = GRPOConfig(lr=1e-2, kl_coef=0.0)
+
+    def sgd(lm):        # plain SGD: Adam would blow float noise in untouched embedding rows up to full steps
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=True)
+        lm.train()
+        return (accelerator, *accelerator.prepare(TokenLogProbs(lm), torch.optim.SGD(lm.parameters(), lr=0.1)))
+
+    acc, model, opt = sgd(lm_a)
+    ppo_update(acc, model, opt, seqs, adv, None, None, cfg)
+    keep = select_for_update(adv, [1.0] * 3, cfg)
+    assert keep == [0, 2]
+    acc, model, opt = sgd(lm_b)
+    stats = ppo_update(acc, model, opt, [seqs[i] for i in keep], [adv[i] for i in keep], None, None, cfg,
+                       total_weight=3.0)
+    assert stats["sequences"] == 2
+    for (name, a), b in zip(lm_a.named_parameters(), lm_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+    with pytest.raises(ValueError, match="total_weight"):
+        ppo_update(acc, model, opt, seqs, adv, None, None, cfg, total_weight=1.0)

@@ -91,3 +91,17 @@ def test_a_diverging_loss_stops_the_run_naming_the_step(base, tmp_path, monkeypa
     with pytest.raises(DivergenceError, match=r"rl step \d+: \|loss\| = .* exceeds rl.loss_limit"):
         _run(base, tmp_path, dataclasses.replace(CFG, loss_limit=1e-9))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_step_of_equal_rewards_takes_no_optimizer_step(base, tmp_path, monkeypatch):
+    """With skip_zero_advantage every sequence of an all-equal batch is left out: the weights stay as they
+    were (no AdamW step on a zero gradient), and the curves say nothing was trained."""
+    monkeypatch.setattr(rl, "score", lambda records, trajs, cfg, judge=None: [
+        {**row, "reward": 1.0} for row in fake_score(records, trajs, cfg, judge)])
+    cfg = dataclasses.replace(CFG, steps=2, kl_coef=0.01)
+    summary = _run(base, tmp_path, cfg)
+    assert summary["steps"] == 2
+    for name, value in _weights(tmp_path / "out").items():
+        assert torch.equal(value, _weights(base)[name]), name
+    share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
+    assert [float(line.split("\t")[1]) for line in share] == [0.0, 0.0]
