@@ -57,9 +57,19 @@ class RLConfig(GRPOConfig):
     save_every_steps: int = 2         # steps between checkpoints in data/checkpoints/rl
     device: str = "cpu"               # cpu | cuda | auto
     mixed_precision: str = "fp32"     # fp32 | bf16 | fp16 (autocast; weights stay float32)
+    lora_rank: int = 0                # 0: full fine-tuning (the paper); r > 0: LoRA adapters of rank r (peft) on
+                                      # every linear layer of the decoder, merged into the output model
+    lora_alpha: float = 16.0          # LoRA scaling numerator (the update is scaled by alpha / rank)
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be an int >= 0, got {self.lora_rank!r}")
+        if self.lora_rank and self.freeze_layers:
+            raise ValueError("lora_rank > 0 trains adapters only; set freeze_layers to 0 (it would freeze nothing "
+                             "more)")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha!r}")
         for name in ("steps", "questions_per_step", "val_questions", "save_every_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
@@ -135,6 +145,24 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
     return sequences, seq_adv, weights, metrics, timings
 
 
+def with_lora(lm: torch.nn.Module, cfg: RLConfig):
+    """Wrap ``lm`` with trainable LoRA adapters (peft) on every linear layer but the output head."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                         target_modules="all-linear", bias="none"))
+
+
+def export_model(policy: torch.nn.Module, peft_model, out_dir) -> None:
+    """Save the policy as a plain Hugging Face model directory; LoRA adapters are merged into a copy."""
+    if peft_model is None:
+        policy.save_pretrained(out_dir)
+        return
+    import copy
+
+    copy.deepcopy(peft_model).merge_and_unload().save_pretrained(out_dir)
+
+
 def update_policy(accelerator, model, reference, optimizer, scheduler, sequences: list, advantages: list[float],
                   weights: list[float], cfg: RLConfig, step: int) -> dict[str, float]:
     """Step 4 of the module docstring: the reference pass and :func:`searchr2.grpo.ppo_update` over the
@@ -180,6 +208,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
 
     lm = load_model(base_dir, "float32", str(accelerator.device))
     freeze_bottom(lm, cfg.freeze_layers)
+    peft_model = with_lora(lm, cfg) if cfg.lora_rank else None
+    if peft_model is not None:
+        lm = peft_model.get_base_model()     # the same modules, LoRA layers injected: generate and train as usual
     reference = None
     if cfg.kl_coef > 0:
         reference = load_model(base_dir, "float32", str(accelerator.device)).eval().requires_grad_(False)
@@ -213,7 +244,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         if progress["best_val_em"] is None or em >= progress["best_val_em"]:   # ties: the more trained model
             progress.update(best_val_em=em, best_step=step)
             with atomic_dir(best_dir) as tmp:
-                policy.save_pretrained(tmp)
+                export_model(policy, peft_model, tmp)
                 tokenizer.save_pretrained(tmp)
         print(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step {progress['best_step']})",
               file=sys.stderr)

@@ -105,3 +105,15 @@ def test_a_step_of_equal_rewards_takes_no_optimizer_step(base, tmp_path, monkeyp
         assert torch.equal(value, _weights(base)[name]), name
     share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
     assert [float(line.split("\t")[1]) for line in share] == [0.0, 0.0]
+
+
+def test_lora_trains_adapters_and_writes_a_merged_plain_model(base, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl, "score", fake_score)
+    cfg = dataclasses.replace(CFG, steps=2, lr=5e-2, lora_rank=4, lora_alpha=8.0, freeze_layers=0)
+    _run(base, tmp_path, cfg)
+    out, start = _weights(tmp_path / "out"), _weights(base)
+    assert set(out) == set(start)                       # merged: no lora_A / lora_B keys, loads as the base does
+    changed = [k for k in out if not torch.equal(out[k], start[k])]
+    assert changed and all("proj" in k for k in changed), changed      # only adapted linear layers moved
+    with pytest.raises(ValueError, match="freeze_layers to 0"):
+        dataclasses.replace(cfg, freeze_layers=1)
