@@ -352,7 +352,7 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
                sequences: Sequence[TrainSequence], advantages: Sequence[float],
                old_logp: Sequence[torch.Tensor] | None, ref_logp: Sequence[torch.Tensor] | None, cfg: GRPOConfig,
                weights: Sequence[float] | None = None, *, scheduler=None, step: int = 0,
-               total_weight: float | None = None) -> dict[str, float]:
+               total_weight: float | None = None, allow_idle: bool = False) -> dict[str, float]:
     """Update the policy on one rollout batch: ``cfg.ppo_epochs`` optimizer steps (module docstring, step 4).
 
     ``model`` is a :class:`TokenLogProbs` prepared by ``accelerator`` together with ``optimizer`` (and
@@ -365,7 +365,8 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
     all processes, checked by :func:`check_finite` (with ``step``, for the message) before the weights
     change. ``total_weight`` is this process's weight sum of the whole batch when the caller left
     sequences out (:func:`select_for_update`); it defaults to the sum of ``weights``. The caller
-    sets the model's mode (``train()``). Returns the statistics of :func:`grpo_loss`
+    sets the model's mode (``train()``). ``allow_idle``: a process whose sequences all have weight 0
+    still joins the step (see the code) instead of raising. Returns the statistics of :func:`grpo_loss`
     over all epochs, plus ``grad_norm`` (mean over epochs; NaN under DeepSpeed, which clips internally),
     ``lr`` (before the first step) and ``epochs``.
     """
@@ -379,8 +380,11 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
         raise ValueError("weights must be >= 0")
     active = [i for i in range(n) if weights[i] > 0]
     if not active:
-        # every process must take part in each gradient all-reduce, so an empty share cannot just be skipped
-        raise ValueError("no sequence with weight > 0 on this process: nothing to train on")
+        # every process must take part in each gradient all-reduce, so an empty share cannot just be skipped:
+        # with allow_idle it forwards its first sequence at weight 0 (an exactly zero gradient)
+        if not allow_idle or not n:
+            raise ValueError("no sequence with weight > 0 on this process: nothing to train on")
+        active = [0]
     if cfg.kl_coef == 0:
         ref_logp = None
 

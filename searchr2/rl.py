@@ -93,20 +93,48 @@ def step_questions(pool: list[dict], cfg: RLConfig, step: int) -> list[dict]:
     return random.Random(f"{cfg.seed}:questions:{step}").sample(pool, min(cfg.questions_per_step, len(pool)))
 
 
-def validate(lm, tokenizer, retriever, records: list[dict], rollout_cfg: RolloutConfig) -> float:
-    """Greedy Actor-only EM ×100 on ``records`` (what evaluation measures)."""
+def validation_hits(lm, tokenizer, retriever, records: list[dict], rollout_cfg: RolloutConfig) -> list[int]:
+    """Greedy Actor-only exact match (0/1) per record (what evaluation measures)."""
+    if not records:
+        return []
     trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in records],
                     dataclasses.replace(rollout_cfg, do_sample=False))
-    return round(100 * sum(exact_match(t.answer, r["golden_answers"]) for t, r in zip(trajs, records)) / len(records), 2)
+    return [exact_match(t.answer, r["golden_answers"]) for t, r in zip(trajs, records)]
+
+
+def validate(lm, tokenizer, retriever, records: list[dict], rollout_cfg: RolloutConfig) -> float:
+    """Greedy Actor-only EM ×100 on ``records``."""
+    return round(100 * sum(validation_hits(lm, tokenizer, retriever, records, rollout_cfg)) / len(records), 2)
+
+
+def shard(items: list, accelerator) -> list:
+    """This process's share of ``items`` (every ``num_processes``-th one): data parallelism over questions."""
+    return items[accelerator.process_index::accelerator.num_processes]
+
+
+def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the processes that logged it (the identity on one process)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    from accelerate.utils import gather_object
+
+    every = gather_object([metrics])
+    names = sorted({k for m in every for k in m})
+    return {k: sum(m[k] for m in every if k in m) / sum(k in m for m in every) for k in names}
 
 
 def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
-            refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int):
-    """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics)."""
+            refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0):
+    """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics).
+
+    ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
+    sample independently; rank 0 samples as a single-process run does.
+    """
     timings, metrics = {}, {}
     group = [r for r in records for _ in range(cfg.group_size)]
     t0 = time.perf_counter()
-    sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True, seed=(cfg.seed * 100_003 + step) % 2 ** 31)
+    sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True,
+                                     seed=(cfg.seed * 100_003 + step + 7_919 * rank) % 2 ** 31)
     trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg)
     timings["rollout"] = time.perf_counter() - t0
 
@@ -115,7 +143,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         t0 = time.perf_counter()
         originals = trajs
         trajs, decisions = refine(lm, tokenizer, retriever, trajs, sample_cfg, refiner_cfg,
-                                  random.Random(f"{cfg.seed}:refine:{step}"))
+                                  random.Random(f"{cfg.seed}:refine:{step}" + (f":{rank}" if rank else "")))
         timings["refine"] = time.perf_counter() - t0
         revised = sorted({d.index for d in decisions if d.action > 0})
         first = [d for d in decisions if d.round == 0]
@@ -171,16 +199,24 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, sequences
     Returns ppo_update's statistics plus ``trained_share``, the share of sequences forwarded."""
     keep = select_for_update(advantages, weights, cfg)
     share = len(keep) / max(len(sequences), 1)
-    if not keep:
+    kept_anywhere = len(keep)
+    if accelerator.num_processes > 1:                 # every process must agree on whether a step is taken
+        kept_anywhere = int(accelerator.reduce(torch.tensor([len(keep)], device=accelerator.device),
+                                               reduction="sum").item())
+    if not kept_anywhere:
         if scheduler is not None:
             scheduler.step()
         return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0,
                 "lr": optimizer.param_groups[0]["lr"], "trained_share": 0.0}
+    idle = not keep                                   # others train: join their all-reduce with a zero gradient
+    if idle:
+        keep = [min(range(len(sequences)), key=lambda i: len(sequences[i].token_ids))]
     chosen = [sequences[i] for i in keep]
     ref_logp = compute_logprobs(reference, chosen, cfg.micro_batch_tokens) if reference is not None else None
     model.train()
     stats = ppo_update(accelerator, model, optimizer, chosen, [advantages[i] for i in keep], None, ref_logp, cfg,
-                       [weights[i] for i in keep], scheduler=scheduler, step=step, total_weight=sum(weights))
+                       [0.0] if idle else [weights[i] for i in keep], scheduler=scheduler, step=step,
+                       total_weight=sum(weights), allow_idle=idle)
     return {**stats, "trained_share": share}
 
 
@@ -216,22 +252,33 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         reference = load_model(base_dir, "float32", str(accelerator.device)).eval().requires_grad_(False)
     model = TokenLogProbs(lm)
     optimizer = _optimizer(lm, cfg)
-    scheduler = get_constant_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs))
+    # a prepared scheduler advances once per process at every step, so its warm-up is sized for all of them
+    scheduler = get_constant_schedule_with_warmup(
+        optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs) * accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     policy = accelerator.unwrap_model(model).lm
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.questions_per_step < world:
+        raise ValueError(f"rl.questions_per_step={cfg.questions_per_step} leaves a process without questions: "
+                         f"{world} processes need at least {world}")
 
-    clean_checkpoints(checkpoint_dir, run_id)
+    if main:
+        clean_checkpoints(checkpoint_dir, run_id)
+    accelerator.wait_for_everyone()
     progress = {"step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0}
     if (found := latest_checkpoint(checkpoint_dir)) is not None:
         path, progress = found
         accelerator.load_state(str(path))
-        print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
-    elif best_dir.exists():
+        if main:
+            print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
+    elif best_dir.exists() and main:
         shutil.rmtree(best_dir)              # a best model of an older run
+    accelerator.wait_for_everyone()
     resumed_from = progress["step"]
 
     live = None
-    if live_dir is not None:
+    if live_dir is not None and main:
         from dvclive import Live
 
         if resumed_from:
@@ -239,31 +286,41 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
 
     def validate_and_keep(step: int) -> None:
-        em = validate(policy, tokenizer, retriever, val, rollout_cfg)
+        hits = validation_hits(policy, tokenizer, retriever, shard(val, accelerator), rollout_cfg)
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            hits = gather_object(hits)
+        em = round(100 * sum(hits) / len(val), 2)
         progress["val"].append({"step": step, "em": em})
         if progress["best_val_em"] is None or em >= progress["best_val_em"]:   # ties: the more trained model
             progress.update(best_val_em=em, best_step=step)
-            with atomic_dir(best_dir) as tmp:
-                export_model(policy, peft_model, tmp)
-                tokenizer.save_pretrained(tmp)
-        print(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step {progress['best_step']})",
-              file=sys.stderr)
+            if main:
+                with atomic_dir(best_dir) as tmp:
+                    export_model(policy, peft_model, tmp)
+                    tokenizer.save_pretrained(tmp)
+            accelerator.wait_for_everyone()
+        if main:
+            print(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step "
+                  f"{progress['best_step']})", file=sys.stderr)
         if live is not None:
             live.log_metric("val_em", em)
 
     if resumed_from == 0:
         validate_and_keep(0)                 # the starting model is a candidate too
-    bar = tqdm(total=cfg.steps, initial=resumed_from, desc="rl", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=resumed_from, desc="rl", dynamic_ncols=True, disable=not main)
     for step in range(resumed_from + 1, cfg.steps + 1):
         start = time.perf_counter()
-        batch = step_questions(pool, cfg, step)
+        batch = shard(step_questions(pool, cfg, step), accelerator)
         sequences, advantages, weights, metrics, timings = rl_step(
-            policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step)
+            policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank)
         t0 = time.perf_counter()
         stats = update_policy(accelerator, model, reference, optimizer, scheduler, sequences, advantages, weights,
                               cfg, step)
         metrics["trained_share"] = stats["trained_share"]
         timings["update"] = time.perf_counter() - t0
+        metrics = mean_over_processes(accelerator, metrics)
+        timings = mean_over_processes(accelerator, timings)
         seconds = time.perf_counter() - start
         progress.update(step=step, seconds=progress["seconds"] + seconds)
         if live is not None:
@@ -281,12 +338,14 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
             save_checkpoint(accelerator, checkpoint_dir, progress)
     bar.close()
 
-    print(f"[rl] output: the model of step {progress['best_step']} (validation EM {progress['best_val_em']}; "
-          f"history {progress['val']})", file=sys.stderr)
-    with atomic_dir(out_dir) as tmp:
-        shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
-    remove_checkpoints(checkpoint_dir)       # done: a rerun (e.g. after a code change) trains afresh
-    shutil.rmtree(best_dir, ignore_errors=True)
+    if main:
+        print(f"[rl] output: the model of step {progress['best_step']} (validation EM {progress['best_val_em']}; "
+              f"history {progress['val']})", file=sys.stderr)
+        with atomic_dir(out_dir) as tmp:
+            shutil.copytree(best_dir, tmp, dirs_exist_ok=True)
+        remove_checkpoints(checkpoint_dir)   # done: a rerun (e.g. after a code change) trains afresh
+        shutil.rmtree(best_dir, ignore_errors=True)
+    accelerator.wait_for_everyone()
     summary = {"steps": progress["step"], "resumed_from_step": resumed_from, "seconds": round(progress["seconds"], 1),
                "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
                "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],

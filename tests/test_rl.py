@@ -117,3 +117,26 @@ def test_lora_trains_adapters_and_writes_a_merged_plain_model(base, tmp_path, mo
     assert changed and all("proj" in k for k in changed), changed      # only adapted linear layers moved
     with pytest.raises(ValueError, match="freeze_layers to 0"):
         dataclasses.replace(cfg, freeze_layers=1)
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_on_cpu(base, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU (gloo): the questions are sharded, a process with nothing to
+    train joins the all-reduce, validation EM is over the whole slice, and one output model is written."""
+    import subprocess
+    import sys
+
+    from conftest import ENV, ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           str(ROOT / "tests/rl_ddp_worker.py"), str(base), str(tmp_path)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["val"] == ranks[1]["val"] and len(ranks[0]["val"]) == 3        # steps 0, 1, 2 on both
+    assert ranks[0]["out_sum"] == ranks[1]["out_sum"]
+    trained, start = _weights(tmp_path / "out"), _weights(base)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+    share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
+    values = [float(line.split("\t")[1]) for line in share]
+    assert len(values) == 2 and all(v <= 0.5 for v in values) and any(values)   # rank 1 never trained
