@@ -208,6 +208,7 @@ def collate_sequences(sequences: Sequence[TrainSequence], pad_id: int = 0) -> di
         records.append(Record(str(i), "", torch.tensor(ids, dtype=torch.int32), torch.tensor(mask, dtype=torch.bool)))
     batch = collate(records, pad_id)
     learnt = batch.pop("labels") != IGNORE                   # [b, t]: token t+1 is learnt
+    batch.pop("loss_weights")                                # GRPO weighs tokens by advantage instead
     batch["loss_mask"] = F.pad(learnt[:, :-1], (1, 0)).long()
     return batch
 

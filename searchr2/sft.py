@@ -13,8 +13,11 @@ The algorithm, in the order :func:`train_sft` runs it:
 2. Records are grouped by length into micro-batches of at most ``micro_batch_tokens`` padded tokens
    (:func:`plan_micro_batches`); every epoch visits the micro-batches in a new seeded order, and
    ``grad_accum`` consecutive micro-batches make one optimizer step.
-3. The loss of a step is the mean cross-entropy over all loss tokens of the step, on all processes:
-   a long record weighs as many tokens as it has, not as one example. The output head runs only at
+3. The loss of a step is the weighted mean cross-entropy over all loss tokens of the step, on all
+   processes: a long record weighs as many tokens as it has, not as one example. Each input file can
+   carry a weight per loss token (``load_sft_data(weights=...)``): the refiner's records have one
+   loss token each (the step number) against hundreds in an Actor record, so unweighted they would
+   get a fraction of a percent of the gradient (``sft.refiner_loss_weight``). The output head runs only at
    the positions that carry loss (:class:`MaskedLMLoss`), which on CPU is about a quarter faster than
    full-vocabulary logits at every position and needs far less memory.
 4. AdamW with linear warm-up then linear decay, gradient clipping, all through Hugging Face
@@ -84,6 +87,9 @@ class SFTConfig:
     mixed_precision: str = "fp32"     # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimizer
                                       # state stay float32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
+    refiner_loss_weight: float = 1.0  # weight of each loss token of the refiner file relative to an Actor token
+                                      # (applied by the stage through load_sft_data's ``weights``; part of the
+                                      # fingerprint, so a changed weight never resumes an old checkpoint)
 
     def __post_init__(self):
         def need(cond: bool, what: str):
@@ -100,6 +106,7 @@ class SFTConfig:
         need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        need(self.refiner_loss_weight > 0, f"refiner_loss_weight must be > 0, got {self.refiner_loss_weight}")
         need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
         need(self.max_seq_len >= 2, f"max_seq_len must be >= 2 (one token to read, one to predict), "
                                     f"got {self.max_seq_len}")
@@ -121,6 +128,7 @@ class Record:
     source: str               # name of the file it came from
     ids: torch.Tensor         # int32 token ids
     mask: torch.Tensor        # bool, same length
+    weight: float = 1.0       # loss weight of each of its loss tokens
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -173,13 +181,21 @@ def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[
     return ids, mask
 
 
-def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_len: int) -> SFTData:
+def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_len: int,
+                  weights: dict[str | os.PathLike, float] | None = None) -> SFTData:
     """Read and check every record of every file; skip (and count) those longer than ``max_seq_len``.
 
-    A missing file, a malformed line, a bad record, or no record at all is an :class:`InputError`.
+    ``weights`` maps a path (as given in ``paths``) to the loss weight of each of its records' loss
+    tokens; files not named weigh 1. A missing file, a malformed line, a bad record, or no record at
+    all is an :class:`InputError`.
     """
+    weights = {str(k): float(v) for k, v in (weights or {}).items()}
+    unknown = set(weights) - {str(p) for p in paths}
+    if unknown:
+        raise ValueError(f"loss weights for files that are not read: {sorted(unknown)}")
     records, skipped, files = [], 0, {}
     for path in map(Path, paths):
+        weight = weights.get(str(path), 1.0)
         files[str(path)] = _sha256_file(path) if path.exists() else ""
         for line, raw in read_jsonl(path):          # raises "file not found" for a missing file
             ids, mask = check_record(raw, path, line, vocab_size)
@@ -187,7 +203,7 @@ def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_l
                 skipped += 1
                 continue
             records.append(Record(raw["id"], path.name, torch.tensor(ids, dtype=torch.int32),
-                                  torch.tensor(mask, dtype=torch.bool)))
+                                  torch.tensor(mask, dtype=torch.bool), weight))
     if not records:
         names = ", ".join(str(p) for p in paths)
         why = f"all {skipped} are longer than sft.max_seq_len={max_seq_len}" if skipped else "the files are empty"
@@ -223,18 +239,21 @@ def plan_micro_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> li
 
 
 def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask`` and shifted ``labels`` (position t predicts token t+1)."""
+    """Right-padded ``input_ids``, ``attention_mask``, shifted ``labels`` (position t predicts token t+1)
+    and ``loss_weights`` (the record's weight where a label is learnt, 0 elsewhere)."""
     width = max(len(r) for r in records)
     input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(records), width), dtype=torch.long)
     labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
+    loss_weights = torch.zeros((len(records), width), dtype=torch.float32)
     for row, r in enumerate(records):
         n = len(r)
         input_ids[row, :n] = r.ids
         attention_mask[row, :n] = 1
         target = r.ids[1:].long()
         labels[row, :n - 1] = torch.where(r.mask[1:], target, torch.full_like(target, IGNORE))
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        loss_weights[row, :n - 1] = r.mask[1:].float() * r.weight
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "loss_weights": loss_weights}
 
 
 class MicroBatches(torch.utils.data.Dataset):
@@ -267,7 +286,7 @@ def _only_item(items: list):
 # --------------------------------------------------------------------------------------------- loss
 
 class MaskedLMLoss(torch.nn.Module):
-    """A causal LM whose forward returns the summed cross-entropy over the positions with a label.
+    """A causal LM whose forward returns the summed (weighted) cross-entropy over the positions with a label.
 
     The decoder body runs on the whole batch; the output embedding (the LM head) is applied only to the
     hidden states of positions that predict a learnt token. Dividing the sum by the number of labels
@@ -280,28 +299,36 @@ class MaskedLMLoss(torch.nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                loss_weights: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                     use_cache=False).last_hidden_state
         keep = labels != IGNORE
         logits = self.lm.get_output_embeddings()(hidden[keep]).float()
-        return F.cross_entropy(logits, labels[keep], reduction="sum")
+        if loss_weights is None:
+            return F.cross_entropy(logits, labels[keep], reduction="sum")
+        return (F.cross_entropy(logits, labels[keep], reduction="none") * loss_weights[keep].float()).sum()
 
 
 def backward_step(accelerator, model: torch.nn.Module, micro_batches: list[dict]) -> dict[str, float]:
     """Forward and backward the micro-batches of one optimizer step; gradients end up in ``.grad``.
 
-    Each micro-batch's summed loss is divided by the number of loss tokens of the whole step on all
-    processes (and multiplied by the process count, which DDP's gradient averaging divides out), so
-    the accumulated gradient is that of the mean loss over every loss token of the step. Gradients are
-    synchronised across processes on the last micro-batch only. Returns the step's global ``loss``
-    (mean per loss token), ``loss_tokens`` and ``tokens`` (all non-padding tokens forwarded).
+    Each micro-batch's summed (weighted) loss is divided by the total loss weight of the whole step on
+    all processes (and multiplied by the process count, which DDP's gradient averaging divides out), so
+    the accumulated gradient is that of the weighted mean loss over every loss token of the step (the
+    plain mean when every weight is 1). Gradients are synchronised across processes on the last
+    micro-batch only. Returns the step's global ``loss`` (weighted mean per loss token), ``loss_tokens``
+    and ``tokens`` (all non-padding tokens forwarded).
     """
+    def weight(b):
+        return float(b["loss_weights"].double().sum()) if "loss_weights" in b else float((b["labels"] != IGNORE).sum())
+
     local = torch.tensor([sum(int((b["labels"] != IGNORE).sum()) for b in micro_batches),
-                          sum(int(b["attention_mask"].sum()) for b in micro_batches)],
+                          sum(int(b["attention_mask"].sum()) for b in micro_batches),
+                          sum(weight(b) for b in micro_batches)],
                          dtype=torch.float64, device=accelerator.device)
-    loss_tokens, tokens = accelerator.reduce(local, reduction="sum").tolist()
-    scale = accelerator.num_processes / loss_tokens
+    loss_tokens, tokens, total_weight = accelerator.reduce(local, reduction="sum").tolist()
+    scale = accelerator.num_processes / total_weight
     loss_sum = torch.zeros((), dtype=torch.float64, device=accelerator.device)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
@@ -310,7 +337,7 @@ def backward_step(accelerator, model: torch.nn.Module, micro_batches: list[dict]
             summed = model(**batch)
             accelerator.backward(summed * scale)
         loss_sum += summed.detach().double()
-    loss = accelerator.reduce(loss_sum, reduction="sum").item() / loss_tokens
+    loss = accelerator.reduce(loss_sum, reduction="sum").item() / total_weight
     return {"loss": loss, "loss_tokens": int(loss_tokens), "tokens": int(tokens)}
 
 

@@ -160,6 +160,27 @@ def test_a_step_weighs_every_loss_token_equally(base, tok, tmp_path):
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
+def test_file_weights_scale_each_loss_token(base, tok, tmp_path):
+    """A weight w on one file's records: the step's loss is sum(w * ce) / sum(w) over the loss tokens."""
+    from accelerate import Accelerator
+
+    paths = write_files(tmp_path, [make_record(tok, 0, hops=3)], [make_record(tok, 1, hops=1)])
+    data = load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, weights={paths[1]: 7.0})
+    assert [r.weight for r in data.records] == [1.0, 7.0]
+    lm = load_model(base)
+    ce = []
+    with torch.no_grad():
+        for r in data.records:
+            b = collate([r])
+            ce.append(MaskedLMLoss(lm)(b["input_ids"], b["attention_mask"], b["labels"]).item())
+    n = [int(r.mask.sum()) for r in data.records]
+    stats = backward_step(Accelerator(cpu=True), MaskedLMLoss(lm), [collate(data.records)])
+    assert stats["loss"] == pytest.approx((ce[0] + 7.0 * ce[1]) / (n[0] + 7.0 * n[1]), rel=1e-5)
+    assert stats["loss_tokens"] == sum(n)
+    with pytest.raises(ValueError, match="not read"):
+        load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, weights={tmp_path / "other.jsonl": 2.0})
+
+
 def test_collate_shifts_labels_to_the_predicting_position(tmp_path):
     rows = [{"id": "a", "token_ids": [5, 6, 7, 8], "loss_mask": [0, 1, 0, 1]},
             {"id": "b", "token_ids": [9, 10], "loss_mask": [0, 1]}]
@@ -258,6 +279,8 @@ def test_config_is_validated():
         replace(CFG, mixed_precision="fp8")
     with pytest.raises(ValueError, match="warmup_ratio"):
         replace(CFG, warmup_ratio=1.0)
+    with pytest.raises(ValueError, match="refiner_loss_weight"):
+        replace(CFG, refiner_loss_weight=0.0)
 
 
 # -------------------------------------------------------------------------------------- training
@@ -367,6 +390,7 @@ def test_fingerprint_follows_params_data_base_model_and_processes(base, tmp_path
     ref = fingerprint(CFG, data, base, 1)
     assert fingerprint(replace(CFG, save_every_steps=99), data, base, 1) == ref      # does not change the result
     assert fingerprint(replace(CFG, lr=1e-4), data, base, 1) != ref
+    assert fingerprint(replace(CFG, refiner_loss_weight=50.0), data, base, 1) != ref
     assert fingerprint(CFG, {"a.jsonl": "1" * 64}, base, 1) != ref
     assert fingerprint(CFG, data, base, 2) != ref
     import shutil
