@@ -54,3 +54,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+NAMES = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
+
+
+def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | None = None) -> Path:
+    """A random tiny Qwen2-shaped model in ``out`` (default ``root/m``), its tokenizer trained on a
+    200-line corpus written to ``root/corpus.jsonl`` about five fictional names."""
+    import json
+
+    from searchr2.models import ModelConfig, TinyModelConfig, materialize_base_model
+
+    corpus = root / "corpus.jsonl"
+    with open(corpus, "w") as f:
+        for i in range(200):
+            a, b = NAMES[i % 5], NAMES[(i * 3 + 1) % 5]
+            f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was {verb} in {1900 + i} near {b}.'}) + "\n")
+    out = out or root / "m"
+    materialize_base_model(ModelConfig(source="tiny", seed=seed, tiny=TinyModelConfig(vocab_size=400)), out, corpus)
+    return out
+

@@ -4,7 +4,6 @@ Loss tests use hand-made tensors with known answers; log-probabilities and the u
 random Qwen2 model.
 """
 import copy
-import json
 import math
 from dataclasses import dataclass, replace
 
@@ -14,8 +13,9 @@ import torch
 from searchr2.grpo import (KL_CLAMP, DivergenceError, GRPOConfig, TokenLogProbs, check_finite, collate_sequences,
                            compute_logprobs, group_advantages, grpo_loss, kl_k3, ppo_update, select_for_update,
                            sequence_logprobs)
-from searchr2.models import ModelConfig, TinyModelConfig, load_model, materialize_base_model
+from searchr2.models import load_model
 from searchr2.sft import _optimizer
+from conftest import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
@@ -28,15 +28,7 @@ class Seq:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    root = tmp_path_factory.mktemp("grpo")
-    names = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
-    with open(root / "corpus.jsonl", "w") as f:
-        for i in range(200):
-            a, b = names[i % 5], names[(i * 3 + 1) % 5]
-            f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was founded in {1900 + i} near {b}.'}) + "\n")
-    materialize_base_model(ModelConfig(source="tiny", seed=2, tiny=TinyModelConfig(vocab_size=400)), root / "m",
-                           root / "corpus.jsonl")
-    return root / "m"
+    return make_tiny_model(tmp_path_factory.mktemp("grpo"), seed=2)
 
 
 @pytest.fixture

@@ -1,14 +1,14 @@
 """Judges of the process reward (searchr2.judge): the rule judge, the LLM judge's prompt and parsing,
 and one real batched call on a tiny random model."""
-import json
 from types import SimpleNamespace
 
 import pytest
 
 from searchr2.judge import (MAX_ALIASES_SHOWN, JudgeResult, LLMJudge, RuleJudge, judge_prompt_text, make_judge,
                             mentions_answer, parse_count)
-from searchr2.models import TINY_CHAT_TEMPLATE, ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
+from searchr2.models import TINY_CHAT_TEMPLATE, load_model, load_tokenizer
 from searchr2.rollout import Trajectory
+from conftest import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
@@ -170,15 +170,7 @@ class ScriptedJudge(LLMJudge):
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("judge")
-    corpus = root / "corpus.jsonl"
-    names = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
-    with open(corpus, "w") as f:
-        for i in range(200):
-            a, b = names[i % 5], names[(i * 3 + 1) % 5]
-            f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was founded in {1900 + i} near {b}.'}) + "\n")
-    materialize_base_model(ModelConfig(source="tiny", seed=3, tiny=TinyModelConfig(vocab_size=400)), root / "m", corpus)
-    return root / "m"
+    return make_tiny_model(tmp_path_factory.mktemp("judge"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,14 @@ def test_profiles_differ_where_they_should():
     assert smoke.world.n_entities < default.world.n_entities
 
 
+def test_cpu_study_changes_only_the_rl_run_and_what_is_evaluated():
+    """The study profile must reuse every cached stage before rl: only rl and evaluate params differ."""
+    default, study = load_params(ROOT / "params.yaml"), load_params(ROOT / "configs/cpu-study.yaml")
+    differ = {name for name in SECTIONS if default.sections[name] != study.sections[name]}
+    assert differ == {"rl", "evaluate"}
+    assert study.rl.steps * study.rl.questions_per_step > default.rl.steps * default.rl.questions_per_step
+
+
 def _variant(tmp_path, old, new):
     text = (ROOT / "params.yaml").read_text()
     assert old in text

@@ -13,9 +13,10 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
+from searchr2.models import load_model, load_tokenizer
 from searchr2.protocol import CORRECTION_MESSAGE, FINAL_TURN_MESSAGE, NO_DOCUMENTS, build_prompt_ids, observation_text
 from searchr2.rollout import RetrievalError, RolloutConfig, Trajectory, rollout, search_batch
+from conftest import make_tiny_model
 
 DOCS = {
     "orvane bay founder": [{"id": "7", "title": "Orvane Bay", "text": "Orvane Bay was founded by Mira Tesk.", "score": 3.0},
@@ -40,15 +41,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout")
-    corpus = root / "corpus.jsonl"
-    names = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
-    with open(corpus, "w") as f:
-        for i in range(200):
-            a, b = names[i % 5], names[(i * 3 + 1) % 5]
-            f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was founded in {1900 + i} near {b}.'}) + "\n")
-    materialize_base_model(ModelConfig(source="tiny", seed=1, tiny=TinyModelConfig(vocab_size=400)), root / "m", corpus)
-    return load_model(root / "m"), load_tokenizer(root / "m")
+    model_dir = make_tiny_model(tmp_path_factory.mktemp("rollout"), seed=1)
+    return load_model(model_dir), load_tokenizer(model_dir)
 
 
 class _Force(LogitsProcessor):

@@ -15,13 +15,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ENV, run
+from conftest import ENV, NAMES, make_tiny_model, run
 from searchr2.io import InputError
-from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
+from searchr2.models import load_model, load_tokenizer
 from searchr2.sft import (IGNORE, MaskedLMLoss, MicroBatches, SFTConfig, backward_step, clean_checkpoints, collate,
                           fingerprint, load_sft_data, plan_micro_batches, train_sft)
 
-NAMES = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
 # small, fast, and with every knob that changes the arithmetic exercised (several micro-batches per step)
 CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_ratio=0.2, weight_decay=0.01,
                 max_grad_norm=1.0, seed=0, freeze_layers=0, max_seq_len=256, save_every_steps=2, device="cpu",
@@ -31,23 +30,10 @@ CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 
-def _write_corpus(path: Path) -> Path:
-    with open(path, "w") as f:
-        for i in range(200):
-            a, b = NAMES[i % 5], NAMES[(i * 3 + 1) % 5]
-            f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was born in {1900 + i} near {b}.'}) + "\n")
-    return path
-
-
-def _tiny_model(out: Path, corpus: Path) -> Path:
-    materialize_base_model(ModelConfig(source="tiny", seed=3, tiny=TinyModelConfig(vocab_size=400)), out, corpus)
-    return out
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("sft")
-    return _tiny_model(root / "base", _write_corpus(root / "corpus.jsonl"))
+    return make_tiny_model(root, seed=3, verb="born")
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +407,7 @@ def _prepare_stage(repo: Path, tok_rows: list, sft: dict) -> None:
     params = yaml.safe_load((repo / "configs/smoke.yaml").read_text())
     params["sft"].update(sft)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _tiny_model(repo / "data/models/base", _write_corpus(repo / "corpus.jsonl"))
+    make_tiny_model(repo, seed=3, verb="born", out=repo / "data/models/base")
     write_files(repo / "data/sft", *tok_rows)
 
 
