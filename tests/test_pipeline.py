@@ -19,7 +19,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate"):
+    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate", "report"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -47,6 +47,11 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
         rows = (repo / f"results/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
         assert len(rows) == metrics[system]["hotpotqa"]["n"] and "trajectory" in json.loads(rows[0])
 
+    report = (repo / "results/report.md").read_text()
+    assert "profile `smoke`" in report and "agent, after RL" in report and "GRPO run (35.0)" in report
+    for name in ("em.csv", "em_by_set.png", "rl_curves.png"):
+        assert (repo / "results/report" / name).stat().st_size > 0
+
     # a no-op repro does nothing, quickly
     start = time.perf_counter()
     proc = run(["dvc", "repro"], repo)
@@ -55,21 +60,24 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     # an experiment on the refiner's loss weight reruns rl (and evaluate when the model changed), nothing upstream
     proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
     ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
-    assert ran[0] == "Running stage 'rl':" and set(ran) <= {"Running stage 'rl':", "Running stage 'evaluate':"}, ran
+    assert ran[0] == "Running stage 'rl':" and set(ran) <= {
+        "Running stage 'rl':", "Running stage 'evaluate':", "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
 
-    # an evaluation param reruns only evaluate
+    # an evaluation param reruns only evaluate (and the report of its new metrics)
     params = repo / "params.yaml"
     _set(params, "  max_questions: 10", "  max_questions: 8")
     proc = run(["dvc", "repro"], repo)
-    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == ["Running stage 'evaluate':"]
+    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
+        "Running stage 'evaluate':", "Running stage 'report':"]
     # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world; the warm-up data
     # holds retrieved documents, so it is rewritten and the SFT model retrained
     _set(params, "    k1: 0.9", "    k1: 1.2")
     _set(params, "  method: bm25", "  method: dense")
     proc = run(["dvc", "repro"], repo)
     assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
-        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'rl':", "Running stage 'evaluate':"]
+        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'rl':", "Running stage 'evaluate':",
+        "Running stage 'report':"]
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
     proc = run(["dvc", "repro"], repo)

@@ -1,0 +1,168 @@
+"""The report stage's tables and plots: this run's EM per set and system, beside the published rows.
+
+Input: ``results/metrics.json`` as the evaluate stage writes it (``{system: {set: {"em", "n", ...},
+"avg": {...}}, "refiner": {...}}``) and the rl stage's dvclive directory. Output: a Markdown report,
+the same table as CSV, a bar chart of EM per set per system, and the RL training curves as a PNG.
+
+A cell this run did not measure (a set missing from a system's metrics) is printed as ``–`` and that
+row's average is left empty with the missing sets named: an average over fewer sets is a different
+number and is never shown as if it were the same one.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SET_LABELS, SETS, TABLE2, PublishedRow
+
+SYSTEM_LABELS = {
+    "direct": "Direct (base model)",
+    "rag": "RAG (base model)",
+    "agent_base": "agent, base model",
+    "agent_sft": "agent, SFT warm-up",
+    "agent_rl": "agent, after RL",
+}
+#: the RL curves drawn in the report, when the run logged them
+RL_CURVES = ("reward", "em", "kl", "acceptance_rate", "response_tokens", "val_em")
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def system_rows(metrics: dict, sets: tuple[str, ...] = SETS) -> list[dict]:
+    """One row per evaluated system: EM per set (None where not measured), the average over all
+    ``sets`` (None when any is missing), the sets missing, and the questions per set."""
+    rows = []
+    order = {name: i for i, name in enumerate(SYSTEM_LABELS)}
+    for system, per_set in sorted(metrics.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+        if system == "refiner" or not isinstance(per_set, dict):
+            continue
+        em = [per_set[s]["em"] if isinstance(per_set.get(s), dict) and "em" in per_set[s] else None for s in sets]
+        missing = [s for s, v in zip(sets, em) if v is None]
+        n = sorted({per_set[s].get("n") for s in sets if isinstance(per_set.get(s), dict)} - {None})
+        rows.append({"system": system, "label": SYSTEM_LABELS.get(system, system), "em": em,
+                     "avg": None if missing else sum(em) / len(em), "missing": missing, "n": n})
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        avg = _fmt(r["avg"]) if r["avg"] is not None else f"– (missing: {', '.join(r['missing'])})"
+        body.append([r["label"], *map(_fmt, r["em"]), avg])
+    return markdown_table(["system", *SET_LABELS, "avg"], body)
+
+
+def published_table(rows: tuple[PublishedRow, ...]) -> str:
+    body = [[r.method, r.model, r.corpus, *map(_fmt, r.em),
+             _fmt(r.avg) + (f" (cells: {r.cells_mean:.1f})" if r.avg_disagrees else ""),
+             r.source + (f"; {r.note}" if r.note else "")] for r in rows]
+    return markdown_table(["method", "model", "corpus", *SET_LABELS, "avg", "source"], body)
+
+
+def run_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["system", *SETS, "avg", "missing"])
+    for r in rows:
+        w.writerow([r["system"], *("" if v is None else f"{v:.2f}" for v in r["em"]),
+                    "" if r["avg"] is None else f"{r['avg']:.2f}", " ".join(r["missing"])])
+    return out.getvalue()
+
+
+def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
+    """Grouped bars: one group per set (and the average), one bar per system; unmeasured cells absent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [*SET_LABELS, "avg"]
+    width = 0.8 / max(len(rows), 1)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for k, r in enumerate(rows):
+        values = [*r["em"], r["avg"]]
+        xs = [i + (k - (len(rows) - 1) / 2) * width for i, v in enumerate(values) if v is not None]
+        ax.bar(xs, [v for v in values if v is not None], width, label=r["label"])
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylabel("EM ×100")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    top = max([v for r in rows for v in [*r["em"], r["avg"]] if v is not None] + [1.0])
+    ax.set_ylim(0, top * 1.3)                      # room for the legend above the tallest bar
+    ax.legend(fontsize=7, ncol=min(len(rows), 5), loc="upper center")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,
+                 corpus_label: str) -> dict:
+    """Write ``out_md``, ``assets/em.csv``, ``assets/em_by_set.png`` and (when the rl run logged
+    curves) ``assets/rl_curves.png``. Returns what was written and which rows had missing cells."""
+    from searchr2.curves import plot_curves, read_curves
+
+    rows = system_rows(metrics)
+    if not rows:
+        raise ValueError("no evaluated system in the metrics")
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "em.csv").write_text(run_csv(rows))
+    plot_em_bars(rows, assets / "em_by_set.png", f"EM per set, profile {profile} ({corpus_label})")
+    curves_note = ""
+    try:
+        curves = read_curves(rl_run_dir) if rl_run_dir is not None else {}
+    except FileNotFoundError as e:
+        curves, curves_note = {}, f"No RL curves: {e}."
+    names = [n for n in RL_CURVES if n in curves]
+    if names:
+        plot_curves(curves, assets / "rl_curves.png", f"rl training curves, profile {profile}", names)
+    n = sorted({k for r in rows for k in r["n"]})
+    rel = assets.name
+    parts = [
+        f"# Results: profile `{profile}`\n\n",
+        f"## This run\n\nEM ×100 per set, greedy, Actor only; {corpus_label}; "
+        f"{'/'.join(map(str, n)) or '?'} questions per set.\n\n",
+        run_table(rows),
+    ]
+    if any(r["missing"] for r in rows):
+        parts.append("\nA `–` is a set this run did not evaluate for that system; its average is left out.\n")
+    if "refiner" in metrics:
+        parts.append("\nMeta-Refiner on held-out labelled trajectories (exact first flawed step; accept/reject; "
+                     "revise rate):\n\n")
+        parts.append(markdown_table(["model", "exact", "accept/reject", "revise rate", "n"],
+                                    [[m, _fmt(100 * v["exact"]), _fmt(100 * v["accept_reject"]),
+                                      _fmt(100 * v["revise_rate"]), str(v["n"])]
+                                     for m, v in metrics["refiner"].items()]))
+    parts += [
+        "\n## Published (SPEC §7), for reference only\n\n"
+        "Real benchmarks, full test/dev sets, not comparable cell by cell with the table above unless this "
+        "run used the same model, corpus and sets. The Search-R1 Qwen2.5-7B row is Search-R1's GRPO run "
+        "(35.0), the one the Search-R2 paper compares against.\n\n",
+        published_table(TABLE2),
+        "\nSearch-R1's own headline run (PPO), not the row above:\n\n",
+        published_table((SEARCH_R1_PPO,)),
+        "\nAblation ladder, Qwen2.5-7B (Search-R1 → + Meta-Refiner → + process reward → Search-R2):\n\n",
+        published_table(LADDER_7B),
+        "\n## Plots\n\n",
+        f"![EM per set]({rel}/em_by_set.png)\n",
+    ]
+    if names:
+        parts.append(f"\n![RL curves]({rel}/rl_curves.png)\n")
+    elif curves_note:
+        parts.append(f"\n{curves_note}\n")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("".join(parts))
+    return {"systems": [r["system"] for r in rows], "incomplete": {r["system"]: r["missing"] for r in rows
+                                                                   if r["missing"]},
+            "rl_curves": names}
