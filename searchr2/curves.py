@@ -40,13 +40,29 @@ def read_curves(run_dir: Path) -> dict[str, tuple[list[float], list[float]]]:
     return curves
 
 
-def plot_curves(curves: dict, out: Path, title: str = "", metrics: list[str] | None = None) -> Path:
-    """Draw ``curves`` (as :func:`read_curves` returns them) in a grid of panels and save a PNG."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (stages run without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Lay ``fig`` out, write it as ``out`` (creating the folder) and free it."""
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out
+
+
+def plot_curves(curves: dict, out: Path, title: str = "", metrics: list[str] | None = None) -> Path:
+    """Draw ``curves`` (as :func:`read_curves` returns them) in a grid of panels and save a PNG."""
+    plt = pyplot()
     names = metrics or list(curves)
     missing = [n for n in names if n not in curves]
     if missing:
@@ -67,12 +83,7 @@ def plot_curves(curves: dict, out: Path, title: str = "", metrics: list[str] | N
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv: list[str] | None = None) -> None:

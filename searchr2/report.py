@@ -80,11 +80,9 @@ def run_csv(rows: list[dict]) -> str:
 
 def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
     """Grouped bars: one group per set (and the average), one bar per system; unmeasured cells absent."""
-    import matplotlib
+    from searchr2.curves import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [*SET_LABELS, "avg"]
     width = 0.8 / max(len(rows), 1)
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -99,12 +97,7 @@ def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
     top = max([v for r in rows for v in [*r["em"], r["avg"]] if v is not None] + [1.0])
     ax.set_ylim(0, top * 1.3)                      # room for the legend above the tallest bar
     ax.legend(fontsize=7, ncol=min(len(rows), 5), loc="upper center")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,
