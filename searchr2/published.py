@@ -69,11 +69,16 @@ SEARCH_R1_PPO = PublishedRow("Search-R1 (PPO)", _Q7, (48.0, 63.8, 45.7, 43.3, 38
                              source="Search-R1 paper (headline PPO run)",
                              note="not the GRPO row (35.0) the Search-R2 paper compares against")
 
+def table2_row(method: str, model: str) -> PublishedRow:
+    """The Table 2 row of ``method`` on ``model``."""
+    return next(r for r in TABLE2 if r.method == method and r.model == model)
+
+
 #: Table 8, Qwen2.5-7B, per set where published (the Search-R1 and full rows are Table 2's)
 LADDER_7B: tuple[PublishedRow, ...] = (
-    TABLE2[8],
+    table2_row("Search-R1", _Q7),
     PublishedRow("+ Meta-Refiner", _Q7, (39.3, 64.4, 40.3, 37.0, 34.6, 12.7, 44.0), 38.9, source="Search-R2 paper, Table 8"),
     PublishedRow("+ Meta-Refiner + process reward", _Q7, (39.6, 64.9, 40.5, 37.4, 34.9, 14.2, 45.6), 39.6,
                  source="Search-R2 paper, Table 8"),
-    TABLE2[11],
+    table2_row("Search-R2", _Q7),
 )

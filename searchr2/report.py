@@ -14,6 +14,7 @@ import csv
 import io
 from pathlib import Path
 
+from searchr2.io import atomic_file
 from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SET_LABELS, SETS, TABLE2, PublishedRow
 
 SYSTEM_LABELS = {
@@ -110,7 +111,8 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
     if not rows:
         raise ValueError("no evaluated system in the metrics")
     assets.mkdir(parents=True, exist_ok=True)
-    (assets / "em.csv").write_text(run_csv(rows))
+    with atomic_file(assets / "em.csv") as f:      # a killed stage leaves the old file or none, never half
+        f.write(run_csv(rows))
     plot_em_bars(rows, assets / "em_by_set.png", f"EM per set, profile {profile} ({corpus_label})")
     curves_note = ""
     try:
@@ -155,7 +157,8 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
     elif curves_note:
         parts.append(f"\n{curves_note}\n")
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("".join(parts))
+    with atomic_file(out_md) as f:
+        f.write("".join(parts))
     return {"systems": [r["system"] for r in rows], "incomplete": {r["system"]: r["missing"] for r in rows
                                                                    if r["missing"]},
             "rl_curves": names}
