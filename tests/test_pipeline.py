@@ -1,4 +1,5 @@
 """End to end: the smoke profile through `dvc repro` in a temporary copy of the repository."""
+import csv
 import json
 import sys
 import time
@@ -63,6 +64,15 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     assert ran[0] == "Running stage 'rl':" and set(ran) <= {
         "Running stage 'rl':", "Running stage 'evaluate':", "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
+
+    # the experiment table: the experiment beside the workspace and the committed baseline (the copied repo's
+    # results of the default profile, 20 questions a set: flagged as not comparable, not averaged in)
+    proc = run([sys.executable, "-m", "searchr2.experiments", "--workspace", "--csv", "results/exps.csv"], repo)
+    table = {r["experiment"]: r for r in csv.DictReader(open(repo / "results/exps.csv"))}
+    exp = [r for name, r in table.items() if name != "workspace" and "@" not in name]
+    assert len(exp) == 1 and exp[0]["rl.refiner_weight"] == "0.5" and table["workspace"]["rl.refiner_weight"] == "1.0"
+    assert 0 <= float(exp[0]["avg"]) <= 100 and exp[0]["n"] == table["workspace"]["n"] != "20"
+    assert "profile" in table["workspace"] and "different numbers of questions per set" in proc.stdout
 
     # an evaluation param reruns only evaluate (and the report of its new metrics)
     params = repo / "params.yaml"

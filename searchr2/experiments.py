@@ -1,0 +1,427 @@
+"""Paper-style tables from the repository's dvc experiments.
+
+Input: what ``dvc exp show --json`` prints (run by the command itself, or read from a file). Output:
+one row per experiment (or per group of experiments that differ only in their seed), the EM ×100 of
+one evaluated system on the seven sets and their average, plus every param that differs between the
+rows shown. Markdown, CSV and, optionally, a bar chart of the averages.
+
+Nothing is averaged behind the reader's back:
+
+- an experiment that is queued, running or failed is not a row; it is listed under the table with
+  its state;
+- an experiment without ``results/metrics.json``, or whose metrics lack the chosen system, is a row
+  of ``–`` named as such;
+- a set an experiment did not evaluate is a ``–`` and that row has no average;
+- rows evaluated on different numbers of questions per set say so in their ``n`` column and in a
+  note; seed groups never pool members whose numbers of questions differ;
+- a seed group's mean ± std (sample std, n − 1) is taken only over members that have the cell; a
+  member without metrics is named in the group's note, and a cell missing from any member is ``–``.
+
+Usage (see the README): ``python -m searchr2.experiments [--only NAME ...] [--group-over rl.seed]``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from searchr2.io import atomic_file
+from searchr2.published import SET_LABELS, SETS
+from searchr2.report import markdown_table, system_rows
+
+METRICS_FILE = "results/metrics.json"
+PARAMS_FILE = "params.yaml"
+#: executor states whose results are final (None: an experiment saved before dvc recorded one)
+FINISHED = {None, "success"}
+
+
+@dataclass
+class ExpRow:
+    """One experiment or baseline commit as ``dvc exp show --json`` reports it."""
+    name: str
+    rev: str
+    kind: str                        # workspace | baseline | experiment
+    state: str | None = None         # the executor's state for queued/running/failed experiments
+    params: dict = field(default_factory=dict)     # flattened: "rl.refiner_weight" -> 0.5
+    metrics: dict | None = None      # results/metrics.json's content; None when the run has none
+    error: str = ""
+    timestamp: str = ""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested params to dotted keys; lists are kept as values."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _file_data(files: dict | None, path: str) -> tuple[dict | None, str]:
+    entry = (files or {}).get(path)
+    if entry is None:
+        return None, ""
+    err = entry.get("error")
+    if err:
+        return None, f"{path}: {err.get('msg', err) if isinstance(err, dict) else err}"
+    return entry.get("data"), ""
+
+
+def _row(rev_entry: dict, name: str, kind: str, state: str | None = None) -> ExpRow:
+    data = rev_entry.get("data") or {}
+    params, perr = _file_data(data.get("params"), PARAMS_FILE)
+    metrics, merr = _file_data(data.get("metrics"), METRICS_FILE)
+    err = rev_entry.get("error")
+    errs = [e for e in (perr, merr) if e]
+    if err:
+        errs.insert(0, err.get("msg", str(err)) if isinstance(err, dict) else str(err))
+    return ExpRow(name=name, rev=rev_entry.get("rev", ""), kind=kind, state=state,
+                  params=flatten(params or {}), metrics=metrics, error="; ".join(errs),
+                  timestamp=data.get("timestamp") or "")
+
+
+def parse_exp_show(show: list) -> list[ExpRow]:
+    """``dvc exp show --json`` to rows: the workspace, each baseline commit, then its experiments
+    (oldest first)."""
+    if not isinstance(show, list):
+        raise ValueError("not `dvc exp show --json` output: expected a JSON list of revisions")
+    rows = []
+    for entry in show:
+        if not isinstance(entry, dict) or "rev" not in entry:
+            raise ValueError(f"not `dvc exp show --json` output: a revision without 'rev': {str(entry)[:80]}")
+        if entry["rev"] == "workspace":
+            rows.append(_row(entry, "workspace", "workspace"))
+            continue
+        base = entry.get("name") or entry["rev"][:7]
+        rows.append(_row(entry, f"{base}@{entry['rev'][:7]}" if entry.get("name") else base, "baseline"))
+        exps = []
+        for exp in entry.get("experiments") or []:
+            executor = exp.get("executor") or {}
+            revs = exp.get("revs") or []
+            if not revs:
+                continue
+            last = revs[0]                   # a checkpoint-less experiment has one revision
+            name = exp.get("name") or last.get("name") or last.get("rev", "")[:7]
+            exps.append(_row(last, name, "experiment", executor.get("state")))
+        rows.extend(sorted(exps, key=lambda r: r.timestamp))
+    return rows
+
+
+def run_exp_show(all_commits: bool = False, revs: list[str] | None = None, cwd: str | Path = ".") -> list:
+    """Run ``dvc exp show --json`` (``-A`` for experiments of every commit) and return its JSON."""
+    cmd = ["dvc", "exp", "show", "--json"]
+    if all_commits:
+        cmd.append("-A")
+    for rev in revs or []:
+        cmd += ["--rev", rev]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise RuntimeError("`dvc` is not on PATH: activate the project's environment") from e
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON: {proc.stdout[:200]!r}") from e
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def em_cells(row: ExpRow, system: str) -> dict:
+    """EM per set, average, missing sets and questions per set of ``system`` in one row."""
+    if row.metrics is None:
+        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
+                "problem": row.error or f"no {METRICS_FILE}"}
+    found = [r for r in system_rows(row.metrics) if r["system"] == system]
+    if not found:
+        have = sorted(k for k, v in row.metrics.items() if k != "refiner" and isinstance(v, dict))
+        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
+                "problem": f"system {system} not evaluated (has: {', '.join(have) or 'none'})"}
+    r = found[0]
+    problem = f"missing sets: {', '.join(r['missing'])}" if r["missing"] else ""
+    return {"em": r["em"], "avg": r["avg"], "missing": r["missing"], "n": r["n"], "problem": problem}
+
+
+def _value(v) -> str:
+    if isinstance(v, (list, dict, bool)) or v is None:     # as params.yaml spells them: false, null
+        return json.dumps(v, separators=(",", ":"))
+    return "(absent)" if v is _ABSENT else str(v)
+
+
+_ABSENT = object()
+
+
+def differing_params(rows: list[ExpRow], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Param keys whose value is not the same in every row (a key missing from a row counts as a
+    value), in params.yaml order."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.params if k not in keys]
+    return [k for k in keys if k not in ignore
+            and len({_value(r.params.get(k, _ABSENT)) for r in rows}) > 1]
+
+
+def matches(row: ExpRow, name: str) -> bool:
+    """A row answers to its name; a baseline also to its branch alone (``main`` for ``main@1a2b3c4``)."""
+    return name == row.name or (row.kind == "baseline" and "@" in row.name and name == row.name.split("@")[0])
+
+
+def select(rows: list[ExpRow], only: list[str] | None = None, exclude: list[str] | None = None,
+           workspace: bool = False) -> tuple[list[ExpRow], list[ExpRow]]:
+    """(rows to show, experiments not finished). ``only`` also fixes the order; a name in ``only``
+    that matches nothing is an error."""
+    unfinished = [r for r in rows if r.kind == "experiment" and r.state not in FINISHED]
+    shown = [r for r in rows if r not in unfinished and (workspace or r.kind != "workspace")
+             and not any(matches(r, n) for n in exclude or [])]
+    if only:
+        found = {n: [r for r in shown if matches(r, n)] for n in only}
+        pending = {r.name: r.state for r in unfinished}
+        unknown = [n for n, hits in found.items() if not hits]
+        if unknown:
+            detail = [f"{n} ({pending[n]})" if n in pending else n for n in unknown]
+            raise ValueError(f"no finished experiment named {', '.join(detail)}; "
+                             f"have: {', '.join(r.name for r in shown) or 'none'}")
+        shown = [found[n][0] for n in only]
+    return shown, unfinished
+
+
+def _n_label(n: list) -> str:
+    return "/".join(map(str, n)) if n else "–"
+
+
+def table(rows: list[ExpRow], system: str, ignore: tuple[str, ...] = ()) -> dict:
+    """The per-experiment table: header, body (formatted) and records (raw, for the CSV)."""
+    keys = differing_params(rows, ignore)
+    records = []
+    for r in rows:
+        cells = em_cells(r, system)
+        records.append({"experiment": r.name, "rev": r.rev[:7], **cells,
+                        "params": {k: _value(r.params.get(k, _ABSENT)) for k in keys}})
+    return {"keys": keys, "records": records}
+
+
+# -------------------------------------------------------------------------------------------- seeds
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
+    """Group rows that differ only in the ``over`` params (and ``ignore``), mean ± std per cell.
+
+    Members with no metrics for ``system`` are named in the group's problem and left out of its
+    means; a set missing from any member with metrics is ``None`` for the group (no mean over fewer
+    seeds than the others); members evaluated on different numbers of questions are never pooled.
+    """
+    keys = differing_params(rows, tuple(ignore) + tuple(over))
+    by_params: dict[tuple, list] = {}
+    for r in rows:
+        by_params.setdefault(tuple(_value(r.params.get(k, _ABSENT)) for k in keys), []).append(
+            (r, em_cells(r, system)))
+    groups = []
+    for members in by_params.values():       # split by questions per set; members without metrics join the first
+        by_n: dict[tuple, list] = {}
+        for r, c in members:
+            if c["n"]:
+                by_n.setdefault(tuple(c["n"]), []).append((r, c))
+        split = list(by_n.values()) or [[]]
+        split[0] = [m for m in members if not m[1]["n"]] + split[0]
+        groups += [sorted(g, key=lambda m: [x[0] for x in members].index(m[0])) for g in split]
+    records = []
+    for members in groups:
+        with_metrics = [(r, c) for r, c in members if c["n"]]
+        problems = [f"{r.name}: {c['problem']}" for r, c in members if not c["n"]]
+        em, spread, missing = [], [], []
+        for i, s in enumerate(SETS):
+            vals = [c["em"][i] for _, c in with_metrics]
+            if not vals or any(v is None for v in vals):
+                em.append(None), spread.append(None), missing.append(s)
+                continue
+            m, sd = _mean_std(vals)
+            em.append(m), spread.append(sd)
+        avgs = [c["avg"] for _, c in with_metrics]
+        if missing and with_metrics:
+            problems.append(f"missing sets: {', '.join(missing)}")
+        avg, avg_sd = _mean_std(avgs) if avgs and None not in avgs else (None, None)
+        first = members[0][0]
+        records.append({
+            "experiment": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})",
+            "members": [r.name for r, _ in members],
+            "seeds": [_value(r.params.get(over[0], _ABSENT)) if over else "" for r, _ in with_metrics],
+            "em": em, "std": spread, "avg": avg, "avg_std": avg_sd, "missing": missing,
+            "n": sorted({k for _, c in with_metrics for k in c["n"]}),
+            "problem": "; ".join(problems),
+            "params": {k: _value(first.params.get(k, _ABSENT)) for k in keys},
+        })
+    return {"keys": keys, "records": records, "over": list(over)}
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _fmt(x, sd=None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.1f}" if sd is None else f"{x:.1f} ± {sd:.1f}"
+
+
+def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str) -> str:
+    grouped = "over" in result
+    keys = result["keys"]
+    header = ["experiment", *(["seeds"] if grouped else []), *SET_LABELS, "avg", "n", *keys]
+    body = []
+    for rec in result["records"]:
+        if grouped:
+            cells = [_fmt(v, sd) for v, sd in zip(rec["em"], rec["std"])]
+            avg = _fmt(rec["avg"], rec["avg_std"])
+            lead = [rec["experiment"], ",".join(rec["seeds"]) or "–"]
+        else:
+            cells = [_fmt(v) for v in rec["em"]]
+            avg = _fmt(rec["avg"])
+            lead = [rec["experiment"]]
+        body.append([*lead, *cells, avg, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
+    what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")
+    parts = [f"EM ×100 of `{system}` per set ({what}); {source}. "
+             "`n` = questions per set; the last columns are the params that differ between rows.\n\n",
+             markdown_table(header, body)]
+    notes = [f"- **{rec['experiment']}**: {rec['problem']}" for rec in result["records"] if rec["problem"]]
+    ns = {tuple(rec["n"]) for rec in result["records"] if rec["n"]}
+    if len(ns) > 1:
+        notes.append("- rows were evaluated on different numbers of questions per set "
+                     f"({', '.join(_n_label(list(n)) for n in sorted(ns))}): their cells are not comparable")
+    if grouped:
+        multi = [rec for rec in result["records"] if len(rec["members"]) > 1]
+        notes += [f"- {rec['experiment']} = {', '.join(rec['members'])}" for rec in multi]
+    states: dict[str, list[str]] = {}
+    for r in unfinished:
+        states.setdefault(r.state or "unknown", []).append(r.name)
+    notes += [f"- not shown, {state}: {', '.join(names)}" for state, names in states.items()]
+    if notes:
+        parts.append("\n" + "\n".join(notes) + "\n")
+    return "".join(parts)
+
+
+def to_csv(result: dict) -> str:
+    grouped = "over" in result
+    keys = result["keys"]
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    num = lambda v: "" if v is None else f"{v:.2f}"         # noqa: E731
+    if grouped:
+        w.writerow(["experiment", "members", "seeds", *SETS, "avg",
+                    *(f"{s}_std" for s in SETS), "avg_std", "n", "problem", *keys])
+        for rec in result["records"]:
+            w.writerow([rec["experiment"], " ".join(rec["members"]), " ".join(rec["seeds"]),
+                        *map(num, rec["em"]), num(rec["avg"]), *map(num, rec["std"]), num(rec["avg_std"]),
+                        _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
+    else:
+        w.writerow(["experiment", "rev", *SETS, "avg", "n", "problem", *keys])
+        for rec in result["records"]:
+            w.writerow([rec["experiment"], rec["rev"], *map(num, rec["em"]), num(rec["avg"]),
+                        _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
+    return out.getvalue()
+
+
+def plot_averages(result: dict, out: Path, title: str) -> Path:
+    """Horizontal bars of each row's average EM, with ± std whiskers for seed groups."""
+    from searchr2.curves import pyplot, save_figure
+
+    plt = pyplot()
+    recs = [r for r in result["records"] if r["avg"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(recs), 1) + 1.2))
+    ys = range(len(recs))
+    errs = [r.get("avg_std") or 0.0 for r in recs]
+    ax.barh(list(ys), [r["avg"] for r in recs], xerr=errs if any(errs) else None, capsize=3, color="#4C72B0")
+    ax.set_yticks(list(ys), [r["experiment"] for r in recs], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("average EM ×100 over the seven sets")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, out)
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m searchr2.experiments", description=(
+        "Turn the repository's dvc experiments into a paper-style EM table (Markdown and CSV)."))
+    ap.add_argument("--json", metavar="FILE", help="read saved `dvc exp show --json` output ('-' = stdin) "
+                    "instead of running it")
+    ap.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+    ap.add_argument("--rev", action="append", default=[], help="experiments of this commit (repeatable)")
+    ap.add_argument("--system", default="agent_rl", help="which evaluated system's EM forms a row (default agent_rl)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="these rows, in this order (a baseline "
+                    "commit is branch@rev, e.g. main@1a2b3c4, or just its branch)")
+    ap.add_argument("--exclude", nargs="+", metavar="NAME", default=[], help="leave these rows out")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="show row OLD as NEW")
+    ap.add_argument("--workspace", action="store_true", help="also show the workspace (uncommitted results)")
+    ap.add_argument("--group-over", nargs="+", metavar="PARAM", default=[],
+                    help="aggregate rows that differ only in these params (e.g. rl.seed): mean ± std per cell")
+    ap.add_argument("--ignore", nargs="+", metavar="PARAM", default=[],
+                    help="params left out of the differing columns and of the grouping (e.g. evaluate.systems)")
+    ap.add_argument("--md", metavar="PATH", help="write the Markdown table here (it is always printed)")
+    ap.add_argument("--csv", metavar="PATH", help="write the CSV here")
+    ap.add_argument("--png", metavar="PATH", help="bar chart of the averages (± std when grouped)")
+    args = ap.parse_args(argv)
+
+    try:
+        if args.json:
+            src = sys.stdin.read() if args.json == "-" else Path(args.json).read_text()
+            try:
+                show = json.loads(src)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{args.json}: line {e.lineno}: not JSON ({e.msg})") from e
+            source = f"from {args.json}"
+        else:
+            show = run_exp_show(args.all_commits, args.rev)
+            source = "from `dvc exp show --json" + (" -A" if args.all_commits else "") + \
+                "".join(f" --rev {r}" for r in args.rev) + "`"
+        rows = parse_exp_show(show)
+        renames = {}
+        for item in args.rename:
+            old, sep, new = item.partition("=")
+            if not sep or not old or not new:
+                raise ValueError(f"--rename {item!r}: expected OLD=NEW")
+            renames[old] = new
+        for r in rows:
+            r.name = next((new for old, new in renames.items() if matches(r, old)), r.name)
+        shown, unfinished = select(rows, args.only, args.exclude, args.workspace)
+        if not shown:
+            raise ValueError("no finished experiment or baseline to show")
+        ignore = tuple(args.ignore)
+        result = (aggregate(shown, args.system, tuple(args.group_over), ignore) if args.group_over
+                  else table(shown, args.system, ignore))
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"[experiments] error: {e}", file=sys.stderr)
+        return 2
+    md = to_markdown(result, args.system, unfinished, source)
+    print(md, end="")
+    _write(args.md, md)
+    _write(args.csv, to_csv(result))
+    if args.png:
+        plot_averages(result, Path(args.png), f"average EM of {args.system}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
