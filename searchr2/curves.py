@@ -51,12 +51,17 @@ def pyplot():
 
 
 def save_figure(fig, out: Path) -> Path:
-    """Lay ``fig`` out, write it as ``out`` (creating the folder) and free it."""
-    fig.tight_layout()
+    """Lay ``fig`` out, write it as ``out`` (creating the folder; atomically, like every stage output:
+    a killed run leaves the old image or none) and free it. The format follows the suffix (png, svg, pdf)."""
+    from searchr2.io import atomic_file
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    pyplot().close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_file(out, "wb") as f:
+            fig.savefig(f, dpi=110, format=out.suffix.lstrip(".") or "png")
+    finally:
+        pyplot().close(fig)
     return out
 
 
