@@ -138,19 +138,28 @@ def run_exp_show(all_commits: bool = False, revs: list[str] | None = None, cwd: 
 # ---------------------------------------------------------------------------------------------- rows
 
 
-def em_cells(row: ExpRow, system: str) -> dict:
-    """EM per set, average, missing sets and questions per set of ``system`` in one row."""
+def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
+    """EM per set, average, missing sets and questions per set of ``system`` in one row; ``also``:
+    other per-set fields of the metrics (searches, f1, turns, ...), each as its mean over the seven
+    sets (None unless every set has it)."""
+    none = {f: None for f in also}
     if row.metrics is None:
-        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
+        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [], "also": none,
                 "problem": row.error or f"no {METRICS_FILE}"}
     found = [r for r in system_rows(row.metrics) if r["system"] == system]
     if not found:
         have = sorted(k for k, v in row.metrics.items() if k != "refiner" and isinstance(v, dict))
-        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
+        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [], "also": none,
                 "problem": f"system {system} not evaluated (has: {', '.join(have) or 'none'})"}
     r = found[0]
     problem = f"missing sets: {', '.join(r['missing'])}" if r["missing"] else ""
-    return {"em": r["em"], "avg": r["avg"], "missing": r["missing"], "n": r["n"], "problem": problem}
+    per_set = row.metrics[system]
+    values = {f: [per_set.get(s, {}).get(f) if isinstance(per_set.get(s), dict) else None for s in SETS]
+              for f in also}
+    extra = {f: (None if any(not isinstance(v, (int, float)) for v in vs) else sum(vs) / len(vs))
+             for f, vs in values.items()}
+    return {"em": r["em"], "avg": r["avg"], "missing": r["missing"], "n": r["n"], "also": extra,
+            "problem": problem}
 
 
 def _value(v) -> str:
@@ -200,15 +209,15 @@ def _n_label(n: list) -> str:
     return "/".join(map(str, n)) if n else "–"
 
 
-def table(rows: list[ExpRow], system: str, ignore: tuple[str, ...] = ()) -> dict:
+def table(rows: list[ExpRow], system: str, ignore: tuple[str, ...] = (), also: tuple[str, ...] = ()) -> dict:
     """The per-experiment table: header, body (formatted) and records (raw, for the CSV)."""
     keys = differing_params(rows, ignore)
     records = []
     for r in rows:
-        cells = em_cells(r, system)
+        cells = em_cells(r, system, also)
         records.append({"experiment": r.name, "rev": r.rev[:7], **cells,
                         "params": {k: _value(r.params.get(k, _ABSENT)) for k in keys}})
-    return {"keys": keys, "records": records}
+    return {"keys": keys, "records": records, "also": list(also)}
 
 
 # -------------------------------------------------------------------------------------------- seeds
@@ -221,7 +230,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tuple[str, ...] = ()) -> dict:
+def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tuple[str, ...] = (),
+              also: tuple[str, ...] = ()) -> dict:
     """Group rows that differ only in the ``over`` params (and ``ignore``), mean ± std per cell.
 
     Members with no metrics for ``system`` are named in the group's problem and left out of its
@@ -232,7 +242,7 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
     by_params: dict[tuple, list] = {}
     for r in rows:
         by_params.setdefault(tuple(_value(r.params.get(k, _ABSENT)) for k in keys), []).append(
-            (r, em_cells(r, system)))
+            (r, em_cells(r, system, also)))
     groups = []
     for members in by_params.values():       # split by questions per set; members without metrics join the first
         by_n: dict[tuple, list] = {}
@@ -258,46 +268,55 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
         if missing and with_metrics:
             problems.append(f"missing sets: {', '.join(missing)}")
         avg, avg_sd = _mean_std(avgs) if avgs and None not in avgs else (None, None)
+        extra = {}
+        for f in also:
+            vals = [c["also"][f] for _, c in with_metrics]
+            extra[f] = _mean_std(vals) if vals and None not in vals else (None, None)
         first = members[0][0]
         records.append({
             "experiment": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})",
             "members": [r.name for r, _ in members],
             "seeds": [_value(r.params.get(over[0], _ABSENT)) if over else "" for r, _ in with_metrics],
             "em": em, "std": spread, "avg": avg, "avg_std": avg_sd, "missing": missing,
+            "also": {f: m for f, (m, _) in extra.items()}, "also_std": {f: sd for f, (_, sd) in extra.items()},
             "n": sorted({k for _, c in with_metrics for k in c["n"]}),
             "problem": "; ".join(problems),
             "params": {k: _value(first.params.get(k, _ABSENT)) for k in keys},
         })
-    return {"keys": keys, "records": records, "over": list(over)}
+    return {"keys": keys, "records": records, "over": list(over), "also": list(also)}
 
 
 # ------------------------------------------------------------------------------------------ output
 
 
-def _fmt(x, sd=None) -> str:
+def _fmt(x, sd=None, digits: int = 1) -> str:
     if x is None:
         return "–"
-    return f"{x:.1f}" if sd is None else f"{x:.1f} ± {sd:.1f}"
+    return f"{x:.{digits}f}" if sd is None else f"{x:.{digits}f} ± {sd:.{digits}f}"
 
 
 def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str) -> str:
     grouped = "over" in result
     keys = result["keys"]
-    header = ["experiment", *(["seeds"] if grouped else []), *SET_LABELS, "avg", "n", *keys]
+    also = result.get("also", [])
+    header = ["experiment", *(["seeds"] if grouped else []), *SET_LABELS, "avg", *also, "n", *keys]
     body = []
     for rec in result["records"]:
         if grouped:
             cells = [_fmt(v, sd) for v, sd in zip(rec["em"], rec["std"])]
             avg = _fmt(rec["avg"], rec["avg_std"])
+            extra = [_fmt(rec["also"][f], rec["also_std"][f], 2) for f in also]
             lead = [rec["experiment"], ",".join(rec["seeds"]) or "–"]
         else:
             cells = [_fmt(v) for v in rec["em"]]
             avg = _fmt(rec["avg"])
+            extra = [_fmt(rec["also"][f], digits=2) for f in also]
             lead = [rec["experiment"]]
-        body.append([*lead, *cells, avg, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
+        body.append([*lead, *cells, avg, *extra, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
     what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")
     parts = [f"EM ×100 of `{system}` per set ({what}); {source}. "
-             "`n` = questions per set; the last columns are the params that differ between rows.\n\n",
+             "`n` = questions per set; the last columns are the params that differ between rows"
+             + (f"; {', '.join(f'`{f}`' for f in also)}: mean over the seven sets" if also else "") + ".\n\n",
              markdown_table(header, body)]
     notes = [f"- **{rec['experiment']}**: {rec['problem']}" for rec in result["records"] if rec["problem"]]
     ns = {tuple(rec["n"]) for rec in result["records"] if rec["n"]}
@@ -318,21 +337,23 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
 
 def to_csv(result: dict) -> str:
     grouped = "over" in result
-    keys = result["keys"]
+    keys, also = result["keys"], result.get("also", [])
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    num = lambda v: "" if v is None else f"{v:.2f}"         # noqa: E731
+    num = lambda v: "" if v is None else f"{v:.3f}".rstrip("0").rstrip(".")     # noqa: E731
     if grouped:
-        w.writerow(["experiment", "members", "seeds", *SETS, "avg",
-                    *(f"{s}_std" for s in SETS), "avg_std", "n", "problem", *keys])
+        w.writerow(["experiment", "members", "seeds", *SETS, "avg", *also,
+                    *(f"{s}_std" for s in SETS), "avg_std", *(f"{f}_std" for f in also), "n", "problem", *keys])
         for rec in result["records"]:
             w.writerow([rec["experiment"], " ".join(rec["members"]), " ".join(rec["seeds"]),
-                        *map(num, rec["em"]), num(rec["avg"]), *map(num, rec["std"]), num(rec["avg_std"]),
+                        *map(num, rec["em"]), num(rec["avg"]), *(num(rec["also"][f]) for f in also),
+                        *map(num, rec["std"]), num(rec["avg_std"]), *(num(rec["also_std"][f]) for f in also),
                         _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
     else:
-        w.writerow(["experiment", "rev", *SETS, "avg", "n", "problem", *keys])
+        w.writerow(["experiment", "rev", *SETS, "avg", *also, "n", "problem", *keys])
         for rec in result["records"]:
             w.writerow([rec["experiment"], rec["rev"], *map(num, rec["em"]), num(rec["avg"]),
+                        *(num(rec["also"][f]) for f in also),
                         _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
     return out.getvalue()
 
@@ -379,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="aggregate rows that differ only in these params (e.g. rl.seed): mean ± std per cell")
     ap.add_argument("--ignore", nargs="+", metavar="PARAM", default=[],
                     help="params left out of the differing columns and of the grouping (e.g. evaluate.systems)")
+    ap.add_argument("--also", nargs="+", metavar="FIELD", default=[],
+                    help="more columns: the mean over the seven sets of another per-set metric "
+                         "(searches, turns, f1, cover_em, answered)")
     ap.add_argument("--md", metavar="PATH", help="write the Markdown table here (it is always printed)")
     ap.add_argument("--csv", metavar="PATH", help="write the CSV here")
     ap.add_argument("--png", metavar="PATH", help="bar chart of the averages (± std when grouped)")
@@ -409,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shown:
             raise ValueError("no finished experiment or baseline to show")
         ignore = tuple(args.ignore)
-        result = (aggregate(shown, args.system, tuple(args.group_over), ignore) if args.group_over
-                  else table(shown, args.system, ignore))
+        also = tuple(args.also)
+        result = (aggregate(shown, args.system, tuple(args.group_over), ignore, also) if args.group_over
+                  else table(shown, args.system, ignore, also))
     except (ValueError, RuntimeError, OSError) as e:
         print(f"[experiments] error: {e}", file=sys.stderr)
         return 2

@@ -15,8 +15,8 @@ PARAMS = {"rl": {"seed": 0, "refiner_weight": 1.0, "lr": 1e-5}, "refiner": {"ena
           "evaluate": {"systems": ["agent_sft", "agent_rl"], "max_questions": 20}}
 
 
-def _metrics(em, n=20, system="agent_rl", sets=SETS):
-    per_set = {s: {"em": v, "n": n, "f1": v} for s, v in zip(sets, em)}
+def _metrics(em, n=20, system="agent_rl", sets=SETS, searches=1.0):
+    per_set = {s: {"em": v, "n": n, "f1": v, "searches": searches} for s, v in zip(sets, em)}
     return {system: {**per_set, "avg": {"em": sum(em) / len(em)}}, "refiner": {"sft": {"exact": 0.5}}}
 
 
@@ -68,7 +68,7 @@ def test_rows_params_that_differ_and_unfinished_listed():
     assert "| search-r1 | 45.0 | 45.0 | 60.0 | 15.0 | 20.0 | 0.0 | 0.0 | 26.4 | 20 | `false` |" in md
     assert "not shown, running: rw-0.5" in md and "not shown, failed: broken" in md
     out = list(csv.DictReader(io.StringIO(ex.to_csv(result))))
-    assert out[1]["experiment"] == "search-r1" and out[1]["avg"] == "26.43" and out[1]["refiner.enabled"] == "false"
+    assert out[1]["experiment"] == "search-r1" and out[1]["avg"] == "26.429" and out[1]["refiner.enabled"] == "false"
 
 
 def test_only_orders_rows_and_names_unknown_or_unfinished():
@@ -124,7 +124,7 @@ def test_seed_groups_mean_and_sample_std():
     assert "| search-r1 (+2) | 0,1,2 | 50.0 ± 10.0 | 40.0 ± 0.0 |" in md
     assert "search-r1 (+2) = search-r1, search-r1-seed1, search-r1-seed2" in md
     out = list(csv.DictReader(io.StringIO(ex.to_csv(result))))
-    assert {r["experiment"]: r["nq_std"] for r in out}["search-r1 (+2)"] == "10.00"
+    assert {r["experiment"]: r["nq_std"] for r in out}["search-r1 (+2)"] == "10"
 
 
 def test_seed_group_names_members_without_metrics_and_never_pools_different_n():
@@ -170,3 +170,17 @@ def test_main_writes_files_and_rejects_bad_input(tmp_path, capsys):
     assert "expected a JSON list" in capsys.readouterr().err
     assert ex.main(["--json", str(src), "--rename", "nonsense"]) == 2
     assert ex.main(["--json", str(src), "--only", "nope"]) == 2
+
+
+def test_also_columns_mean_over_sets_and_seeds():
+    show = _show([_exp("10" + "0" * 38, "s1", _with(rl__seed=1), _metrics([20] * 7, searches=2.0)),
+                  _exp("20" + "0" * 38, "lr", _with(rl__lr=1.0), _metrics([20] * 7, searches=3.0)),
+                  _exp("30" + "0" * 38, "old", _with(rl__lr=2.0), {"agent_rl": {s: {"em": 1, "n": 20} for s in SETS}})])
+    shown, _ = ex.select(ex.parse_exp_show(show))
+    result = ex.table(shown, "agent_rl", also=("searches",))
+    assert [r["also"]["searches"] for r in result["records"]] == [1.0, 2.0, 3.0, None]   # "old" lacks the field
+    assert "| avg | searches | n |" in ex.to_markdown(result, "agent_rl", [], "t")
+    groups = {g["experiment"]: g for g in ex.aggregate(shown, "agent_rl", ("rl.seed",), also=("searches",))["records"]}
+    assert groups["main@aaaaaaa (+1)"]["also"]["searches"] == 1.5
+    assert math.isclose(groups["main@aaaaaaa (+1)"]["also_std"]["searches"], math.sqrt(0.5))
+    assert "searches_std" in ex.to_csv(ex.aggregate(shown, "agent_rl", ("rl.seed",), also=("searches",)))
