@@ -53,10 +53,12 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     for name in ("em.csv", "em_by_set.png", "rl_curves.png"):
         assert (repo / "results/report" / name).stat().st_size > 0
 
-    # a no-op repro does nothing, quickly
+    # a no-op repro does nothing, quickly (4 s on an idle machine; the bound leaves room for a loaded one,
+    # and a stage that reran would take minutes)
     start = time.perf_counter()
     proc = run(["dvc", "repro"], repo)
-    assert "Running stage" not in proc.stdout and time.perf_counter() - start < 10
+    assert "Running stage" not in proc.stdout, proc.stdout
+    assert time.perf_counter() - start < 30
 
     # an experiment on the refiner's loss weight reruns rl (and evaluate when the model changed), nothing upstream
     proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
