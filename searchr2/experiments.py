@@ -189,7 +189,7 @@ def matches(row: ExpRow, name: str) -> bool:
 def select(rows: list[ExpRow], only: list[str] | None = None, exclude: list[str] | None = None,
            workspace: bool = False) -> tuple[list[ExpRow], list[ExpRow]]:
     """(rows to show, experiments not finished). ``only`` also fixes the order; a name in ``only``
-    that matches nothing is an error."""
+    that matches nothing, or an unfinished experiment, is an error."""
     unfinished = [r for r in rows if r.kind == "experiment" and r.state not in FINISHED]
     shown = [r for r in rows if r not in unfinished and (workspace or r.kind != "workspace")
              and not any(matches(r, n) for n in exclude or [])]
@@ -201,7 +201,7 @@ def select(rows: list[ExpRow], only: list[str] | None = None, exclude: list[str]
             detail = [f"{n} ({pending[n]})" if n in pending else n for n in unknown]
             raise ValueError(f"no finished experiment named {', '.join(detail)}; "
                              f"have: {', '.join(r.name for r in shown) or 'none'}")
-        shown = [found[n][0] for n in only]
+        shown, unfinished = [found[n][0] for n in only], []      # the others were not asked for
     return shown, unfinished
 
 

@@ -75,8 +75,8 @@ def test_only_orders_rows_and_names_unknown_or_unfinished():
     show = _show([_exp("10" + "0" * 38, "a", _with(rl__seed=1), _metrics([1] * 7)),
                   _exp("20" + "0" * 38, "b", _with(rl__seed=2), None, state="queued")])
     rows = ex.parse_exp_show(show)
-    shown, _ = ex.select(rows, only=["a", "main@aaaaaaa"])
-    assert [r.name for r in shown] == ["a", "main@aaaaaaa"]
+    shown, unfinished = ex.select(rows, only=["a", "main@aaaaaaa"])
+    assert [r.name for r in shown] == ["a", "main@aaaaaaa"] and unfinished == []   # b was not asked for
     assert [r.name for r in ex.select(rows, only=["main", "a"])[0]] == ["main@aaaaaaa", "a"]   # branch alone
     assert [r.name for r in ex.select(rows, exclude=["main"])[0]] == ["a"]
     with pytest.raises(ValueError, match=r"no finished experiment named b \(queued\), zz"):
