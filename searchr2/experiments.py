@@ -142,15 +142,16 @@ def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
     """EM per set, average, missing sets and questions per set of ``system`` in one row; ``also``:
     other per-set fields of the metrics (searches, f1, turns, ...), each as its mean over the seven
     sets (None unless every set has it)."""
-    none = {f: None for f in also}
+    def nothing(problem: str) -> dict:
+        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
+                "also": {f: None for f in also}, "problem": problem}
+
     if row.metrics is None:
-        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [], "also": none,
-                "problem": row.error or f"no {METRICS_FILE}"}
+        return nothing(row.error or f"no {METRICS_FILE}")
     found = [r for r in system_rows(row.metrics) if r["system"] == system]
     if not found:
         have = sorted(k for k, v in row.metrics.items() if k != "refiner" and isinstance(v, dict))
-        return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [], "also": none,
-                "problem": f"system {system} not evaluated (has: {', '.join(have) or 'none'})"}
+        return nothing(f"system {system} not evaluated (has: {', '.join(have) or 'none'})")
     r = found[0]
     problem = f"missing sets: {', '.join(r['missing'])}" if r["missing"] else ""
     per_set = row.metrics[system]
@@ -210,7 +211,7 @@ def _n_label(n: list) -> str:
 
 
 def table(rows: list[ExpRow], system: str, ignore: tuple[str, ...] = (), also: tuple[str, ...] = ()) -> dict:
-    """The per-experiment table: header, body (formatted) and records (raw, for the CSV)."""
+    """One record per row (EM cells, average, ``also`` columns, problem) and the differing param keys."""
     keys = differing_params(rows, ignore)
     records = []
     for r in rows:
@@ -251,7 +252,8 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
                 by_n.setdefault(tuple(c["n"]), []).append((r, c))
         split = list(by_n.values()) or [[]]
         split[0] = [m for m in members if not m[1]["n"]] + split[0]
-        groups += [sorted(g, key=lambda m: [x[0] for x in members].index(m[0])) for g in split]
+        order = {id(r): i for i, (r, _) in enumerate(members)}
+        groups += [sorted(g, key=lambda m: order[id(m[0])]) for g in split]
     records = []
     for members in groups:
         with_metrics = [(r, c) for r, c in members if c["n"]]
@@ -259,11 +261,11 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
         em, spread, missing = [], [], []
         for i, s in enumerate(SETS):
             vals = [c["em"][i] for _, c in with_metrics]
-            if not vals or any(v is None for v in vals):
-                em.append(None), spread.append(None), missing.append(s)
-                continue
-            m, sd = _mean_std(vals)
-            em.append(m), spread.append(sd)
+            m, sd = _mean_std(vals) if vals and None not in vals else (None, None)
+            em.append(m)
+            spread.append(sd)
+            if m is None:
+                missing.append(s)
         avgs = [c["avg"] for _, c in with_metrics]
         if missing and with_metrics:
             problems.append(f"missing sets: {', '.join(missing)}")
