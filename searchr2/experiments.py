@@ -33,7 +33,7 @@ from pathlib import Path
 
 from searchr2.io import atomic_file
 from searchr2.published import SET_LABELS, SETS
-from searchr2.report import markdown_table, system_rows
+from searchr2.report import fmt_cell, markdown_table, system_rows
 
 METRICS_FILE = "results/metrics.json"
 PARAMS_FILE = "params.yaml"
@@ -291,12 +291,6 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
 # ------------------------------------------------------------------------------------------ output
 
 
-def _fmt(x, sd=None, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    return f"{x:.{digits}f}" if sd is None else f"{x:.{digits}f} ± {sd:.{digits}f}"
-
-
 def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str) -> str:
     grouped = "over" in result
     keys = result["keys"]
@@ -305,14 +299,14 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
     body = []
     for rec in result["records"]:
         if grouped:
-            cells = [_fmt(v, sd) for v, sd in zip(rec["em"], rec["std"])]
-            avg = _fmt(rec["avg"], rec["avg_std"])
-            extra = [_fmt(rec["also"][f], rec["also_std"][f], 2) for f in also]
+            cells = [fmt_cell(v, sd) for v, sd in zip(rec["em"], rec["std"])]
+            avg = fmt_cell(rec["avg"], rec["avg_std"])
+            extra = [fmt_cell(rec["also"][f], rec["also_std"][f], 2) for f in also]
             lead = [rec["experiment"], ",".join(rec["seeds"]) or "–"]
         else:
-            cells = [_fmt(v) for v in rec["em"]]
-            avg = _fmt(rec["avg"])
-            extra = [_fmt(rec["also"][f], digits=2) for f in also]
+            cells = [fmt_cell(v) for v in rec["em"]]
+            avg = fmt_cell(rec["avg"])
+            extra = [fmt_cell(rec["also"][f], digits=2) for f in also]
             lead = [rec["experiment"]]
         body.append([*lead, *cells, avg, *extra, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
     what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")
@@ -380,8 +374,7 @@ def plot_averages(result: dict, out: Path, title: str) -> Path:
 
 def _write(path: str | None, text: str) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(path) as f:
+        with atomic_file(path) as f:                  # creates the folder too
             f.write(text)
 
 

@@ -28,8 +28,11 @@ SYSTEM_LABELS = {
 RL_CURVES = ("reward", "em", "kl", "acceptance_rate", "response_tokens", "val_em")
 
 
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.1f}"
+def fmt_cell(x: float | None, sd: float | None = None, digits: int = 1) -> str:
+    """A table cell: ``–`` where nothing was measured, else the value (and ``± sd`` when given)."""
+    if x is None:
+        return "–"
+    return f"{x:.{digits}f}" if sd is None else f"{x:.{digits}f} ± {sd:.{digits}f}"
 
 
 def system_rows(metrics: dict, sets: tuple[str, ...] = SETS) -> list[dict]:
@@ -57,14 +60,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def run_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
-        avg = _fmt(r["avg"]) if r["avg"] is not None else f"– (missing: {', '.join(r['missing'])})"
-        body.append([r["label"], *map(_fmt, r["em"]), avg])
+        avg = fmt_cell(r["avg"]) if r["avg"] is not None else f"– (missing: {', '.join(r['missing'])})"
+        body.append([r["label"], *map(fmt_cell, r["em"]), avg])
     return markdown_table(["system", *SET_LABELS, "avg"], body)
 
 
 def published_table(rows: tuple[PublishedRow, ...]) -> str:
-    body = [[r.method, r.model, r.corpus, *map(_fmt, r.em),
-             _fmt(r.avg) + (f" (cells: {r.cells_mean:.1f})" if r.avg_disagrees else ""),
+    body = [[r.method, r.model, r.corpus, *map(fmt_cell, r.em),
+             fmt_cell(r.avg) + (f" (cells: {r.cells_mean:.1f})" if r.avg_disagrees else ""),
              r.source + (f"; {r.note}" if r.note else "")] for r in rows]
     return markdown_table(["method", "model", "corpus", *SET_LABELS, "avg", "source"], body)
 
@@ -136,8 +139,8 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
         parts.append("\nMeta-Refiner on held-out labelled trajectories (exact first flawed step; accept/reject; "
                      "revise rate):\n\n")
         parts.append(markdown_table(["model", "exact", "accept/reject", "revise rate", "n"],
-                                    [[m, _fmt(100 * v["exact"]), _fmt(100 * v["accept_reject"]),
-                                      _fmt(100 * v["revise_rate"]), str(v["n"])]
+                                    [[m, fmt_cell(100 * v["exact"]), fmt_cell(100 * v["accept_reject"]),
+                                      fmt_cell(100 * v["revise_rate"]), str(v["n"])]
                                      for m, v in metrics["refiner"].items()]))
     parts += [
         "\n## Published (SPEC §7), for reference only\n\n"
