@@ -29,6 +29,8 @@ The algorithm, in the order the functions below implement it:
    ``refiner_weight``; weight 0 gives them exactly zero gradient and leaves the Actor's loss what it
    would be without them (the weighted mean divides by Σ w, not by the number of sequences, so the
    "+Meta-Refiner" rung trains the Actor at the same scale as the Search-R1 rung). No entropy bonus.
+   A sequence may instead carry its own per-token coefficients (``token_weights``): that is how two
+   sequences sharing a prefix train in one pass (:func:`pack_shared_prefix`).
 4. The update (:func:`ppo_update`): ``ppo_epochs`` passes over the batch, each ONE optimizer step
    (the paper's mini-batch equals its rollout batch), accumulated over micro-batches of at most
    ``micro_batch_tokens`` padded tokens, with gradient clipping, through Hugging Face Accelerate so it
@@ -115,6 +117,57 @@ class TrainSequence(Protocol):
 
     token_ids: list[int]
     loss_mask: list[int]
+
+
+@dataclass
+class PackedSequence:
+    """Two training sequences, one a prefix of the other, as one row (see :func:`pack_shared_prefix`)."""
+
+    token_ids: list[int]
+    loss_mask: list[int]
+    token_weights: list[float]      # per token: its segment's weight / its segment's number of marked tokens
+    weight: float                   # the two segments' weights summed: what this row adds to the step's normalizer
+
+
+def pack_shared_prefix(first: TrainSequence, first_weight: float, second: TrainSequence,
+                       second_weight: float) -> PackedSequence:
+    """One row that trains ``first`` (weight ``first_weight``) and ``second`` (``second_weight``) at once.
+
+    ``second`` must begin with all of ``first``'s tokens and mark nothing among them (e.g. a refiner
+    decision whose meta prompt is the trajectory itself, then the review request). In a causal LM the
+    log-probabilities at the shared positions do not depend on what follows, so one forward pass over
+    ``second``'s tokens gives both sequences' log-probabilities; with per-token coefficients
+    ``w / n`` (each segment's weight over its number of marked tokens) the loss, its gradient and the
+    step's normalizer are those of the two sequences trained apart, at the cost of one.
+    """
+    n = len(first.token_ids)
+    if list(second.token_ids[:n]) != list(first.token_ids):
+        raise ValueError("cannot pack: the second sequence does not begin with the first one's tokens")
+    if any(second.loss_mask[:n]):
+        raise ValueError("cannot pack: the second sequence marks tokens inside the shared prefix")
+    if first_weight < 0 or second_weight < 0:
+        raise ValueError("weights must be >= 0")
+    n1, n2 = sum(first.loss_mask), sum(second.loss_mask)
+    if not n1 or not n2:
+        raise ValueError("cannot pack: a sequence without marked tokens has nothing to train")
+    mask = list(first.loss_mask) + list(second.loss_mask[n:])
+    coef = [first_weight * m / n1 for m in first.loss_mask] + [second_weight * m / n2 for m in second.loss_mask[n:]]
+    return PackedSequence(token_ids=list(second.token_ids), loss_mask=mask, token_weights=coef,
+                          weight=first_weight + second_weight)
+
+
+def token_coefficients(sequence: TrainSequence, weight: float) -> torch.Tensor:
+    """Each token's coefficient in the loss: ``weight``·mask / (marked tokens) (the per-sequence mean), or
+    the sequence's own ``token_weights`` (a :class:`PackedSequence`); all 0 when ``weight`` is 0."""
+    mask = torch.tensor(sequence.loss_mask, dtype=torch.float32)
+    if weight == 0:
+        return torch.zeros_like(mask)
+    own = getattr(sequence, "token_weights", None)
+    if own is not None:
+        if len(own) != len(mask):
+            raise ValueError(f"token_weights has {len(own)} entries but the sequence has {len(mask)} tokens")
+        return torch.tensor(own, dtype=torch.float32) * mask
+    return weight * mask / mask.sum().clamp(min=1)
 
 
 class DivergenceError(FloatingPointError):
@@ -252,7 +305,8 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
               mask: torch.Tensor, clip_eps: float = 0.2, kl_coef: float = 0.001, weights: torch.Tensor | None = None,
-              normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              normalizer: float | None = None,
+              coefficients: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of a batch of sequences and its statistics (see the module docstring, step 3).
 
     ``logp``, ``old_logp``, ``ref_logp`` and ``mask`` are ``(batch, length)``, token-aligned (as
@@ -290,16 +344,20 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     use_kl = kl is not None and kl_coef > 0
     per_token = pg + kl_coef * kl if use_kl else pg
 
-    # mean over each sequence's generated tokens, then weighted over sequences
-    n_tokens = mask.sum(dim=1)
+    # mean over each sequence's generated tokens, then weighted over sequences: one coefficient per token
+    if coefficients is None:
+        coefficients = weights[:, None] * mask / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    elif coefficients.shape != mask.shape:
+        raise ValueError(f"coefficients {tuple(coefficients.shape)} must match the mask {tuple(mask.shape)}")
+    coefficients = coefficients.to(logp.dtype) * mask
 
-    def per_sequence(x: torch.Tensor) -> torch.Tensor:
-        return (x * mask).sum(dim=1) / n_tokens.clamp(min=1)
+    def weighted(x: torch.Tensor) -> torch.Tensor:
+        return (coefficients * x).sum()
 
     if normalizer is None:
         normalizer = float(weights.sum())
     normalizer = normalizer if normalizer > 0 else 1.0   # all weights 0: the numerator is exactly 0 too
-    loss = (weights * per_sequence(per_token)).sum() / normalizer
+    loss = weighted(per_token) / normalizer
 
     with torch.no_grad():
         tokens = float(mask.sum())
@@ -309,8 +367,8 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 
         stats = {
             "loss": float(loss),
-            "pg_loss": float((weights * per_sequence(pg)).sum()) / normalizer,
-            "kl_loss": float((weights * per_sequence(kl_coef * kl)).sum()) / normalizer if use_kl else 0.0,
+            "pg_loss": float(weighted(pg)) / normalizer,
+            "kl_loss": float(weighted(kl_coef * kl)) / normalizer if use_kl else 0.0,
             "clip_frac": token_mean((clipped > unclipped).to(mask.dtype)),
             "ratio": token_mean(ratio),
             "kl": token_mean(kl) if kl is not None else 0.0,
@@ -358,7 +416,8 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
 
     ``model`` is a :class:`TokenLogProbs` prepared by ``accelerator`` together with ``optimizer`` (and
     ``scheduler``, stepped after each optimizer step when given). ``sequences`` are this process's
-    share; ``advantages`` and ``weights`` (default 1) are per sequence; ``old_logp`` and ``ref_logp``
+    share; ``advantages`` and ``weights`` (default 1) are per sequence (a :class:`PackedSequence`'s weight is
+    its ``weight``, its tokens weigh as its ``token_weights`` say); ``old_logp`` and ``ref_logp``
     per sequence as :func:`compute_logprobs` returns them. ``old_logp`` None takes π_old from the first
     epoch's forward pass (the policy that sampled, as long as no step was taken since the rollouts);
     ``ref_logp`` None (or ``cfg.kl_coef`` 0) leaves KL out. Sequences of weight 0 are not forwarded at
@@ -394,6 +453,8 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
             for group in plan_micro_batches([len(sequences[i].token_ids) for i in active], cfg.micro_batch_tokens,
                                             cfg.seed)]
     batches = [collate_sequences([sequences[i] for i in group]) for group in plan]
+    coefs = [_pad([token_coefficients(sequences[i], weights[i]) for i in group], batch["input_ids"].shape[1], "cpu")
+             for group, batch in zip(plan, batches)]
     # the step's loss divides by the weight sum of all processes; DDP averages gradients over processes,
     # so each process scales its backward by the process count to undo that
     own = sum(weights) if total_weight is None else float(total_weight)
@@ -426,7 +487,8 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
                 loss, stats = grpo_loss(logp, old, ref,
                                         torch.tensor([advantages[i] for i in group], device=device),
                                         batch["loss_mask"], cfg.clip_eps, cfg.kl_coef,
-                                        torch.tensor([weights[i] for i in group], device=device), normalizer)
+                                        torch.tensor([weights[i] for i in group], device=device), normalizer,
+                                        coefs[b].to(device))
                 accelerator.backward(loss * scale)
             epoch_loss += stats["loss"]
             _accumulate(totals, stats)

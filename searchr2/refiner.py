@@ -15,9 +15,21 @@ when it is at least as large, minus a margin. "Revise" is scored either as the t
 of the non-zero answers (``total``, the default) or as the best single non-zero answer (``best``).
 When revising, the cut point is drawn from the non-zero answers' distribution, renormalised.
 
-Tool outputs are shown in the meta prompt cut to ``obs_tokens`` tokens each: the refiner needs to
-see what a search returned, not every word of it, and the meta prompt is paid for at every
-training step.
+Two layouts of the meta prompt (``layout``):
+
+* ``numbered`` (the SPEC's wording taken literally): a new conversation whose one user message
+  reprints the question and the trajectory as ``Step 1: …``, ``Step 2: …``, each tool output cut to
+  ``obs_tokens`` tokens (the refiner needs to see what a search returned, not every word of it).
+* ``inline`` (the default; a declared deviation, see the README): the trajectory's own conversation,
+  exactly as the Actor wrote it, followed by a short review request that numbers the steps by
+  reference ("each assistant turn with the results it got is one step, the first is step 1"). The
+  steps and their order are the same; only the numerals are not printed in front of each step.
+  Because the meta prompt then *starts with the trajectory's own tokens*, two costs disappear:
+  the rollout engine scores the decision from the KV cache it already holds (only the request's
+  few dozen tokens are new, see ``review`` in :func:`searchr2.rollout.rollout`), and an accepted
+  trajectory and its decision train in ONE forward pass (:func:`searchr2.grpo.pack_shared_prefix`;
+  causal attention makes that exact). With ``numbered``, both are a second pass over ~700 tokens.
+  ``obs_tokens`` does not apply (the refiner sees the documents the Actor saw).
 """
 from __future__ import annotations
 
@@ -29,6 +41,7 @@ from searchr2.protocol import build_chat_ids, normalize_question, truncate_to_to
 from searchr2.rollout import RolloutConfig, Trajectory, rollout
 
 REVISE_SCORES = ("total", "best")
+LAYOUTS = ("inline", "numbered")
 
 META_INSTRUCTIONS = (
     "You are reviewing a search assistant's attempt at a question. Its work is split into numbered "
@@ -38,13 +51,24 @@ META_INSTRUCTIONS = (
     "number only, or 0 if every step is sound."
 )
 
+#: The ``inline`` layout's request, appended to the trajectory as the next user message.
+REVIEW_REQUEST = (
+    "Review the attempt above as numbered steps: each assistant turn, together with the search results "
+    "it got back, is one step, and the first turn is step 1. Find the first step that went wrong: a search "
+    "for the wrong thing, a fact misread from the results, a wrong entity carried into the next search, or "
+    "a wrong final answer. Reply with that step's number only (1 to {n}), or 0 if every step is sound."
+)
+#: Stands in for the trajectory when the chat template is rendered, to find where the request begins.
+_MARK = "@@SEARCHR2-TRAJECTORY-END@@"
+
 
 @dataclass(frozen=True)
 class RefinerConfig:
     """How the Meta-Refiner is prompted and how its answer becomes a decision."""
 
     enabled: bool = True            # false: no refiner during RL rollouts (the Search-R1 configuration)
-    obs_tokens: int = 160           # tokens of each tool output shown in the meta prompt (the rest is cut)
+    layout: str = "inline"          # inline: the trajectory's own tokens + a review request; numbered: steps reprinted
+    obs_tokens: int = 160           # numbered layout: tokens of each tool output shown (the rest is cut)
     revise_score: str = "total"     # total: P(any j >= 1) vs P(0); best: max_j P(j) vs P(0) (the paper leaves it open)
     margin: float = 0.0             # revise when score(revise) >= P(0) + margin (SPEC: 0.0)
     max_revisions: int = 1          # cut-and-regenerate rounds per trajectory (SPEC: 1; the paper swept 1-4)
@@ -57,6 +81,8 @@ class RefinerConfig:
                 raise ValueError(f"{name} must be an int >= {0 if name == 'max_revisions' else 1}, got {value!r}")
         if not isinstance(self.obs_tokens, int) or self.obs_tokens < 1:
             raise ValueError(f"obs_tokens must be an int >= 1, got {self.obs_tokens!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.revise_score not in REVISE_SCORES:
             raise ValueError(f"revise_score must be one of {', '.join(REVISE_SCORES)}, got {self.revise_score!r}")
 
@@ -86,10 +112,41 @@ def meta_prompt_text(question: str, steps: list[tuple[str, str]], tokenizer, obs
     return "\n".join(lines)
 
 
+def review_suffix_ids(tokenizer, n_steps: int) -> list[int]:
+    """The ``inline`` layout's tokens after a trajectory: the Actor's message closed, the review request
+    as the next user message (:data:`REVIEW_REQUEST`), and the header of the refiner's reply.
+
+    Rendered with the tokenizer's chat template around a marker in place of the trajectory and
+    tokenised on its own, as the rollout engine tokenises tool outputs; without a chat template the
+    request sits on its own line.
+    """
+    request = REVIEW_REQUEST.format(n=n_steps)
+    if not getattr(tokenizer, "chat_template", None):
+        return [int(i) for i in tokenizer("\n" + request + "\n", add_special_tokens=False)["input_ids"]]
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}, {"role": "assistant", "content": _MARK},
+                                          {"role": "user", "content": request}], add_generation_prompt=True,
+                                         tokenize=False)
+    if _MARK not in text or request not in text:
+        raise ValueError("the tokenizer's chat template drops an earlier assistant message or rewrites the request; "
+                         "use refiner.layout=numbered with this model")
+    return [int(i) for i in tokenizer(text[text.index(_MARK) + len(_MARK):], add_special_tokens=False)["input_ids"]]
+
+
 def meta_prompt_ids(tokenizer, traj: Trajectory, cfg: RefinerConfig) -> list[int]:
-    """Token ids of the meta prompt for ``traj``, ending where the refiner's answer begins."""
+    """Token ids of the meta prompt for ``traj`` in ``cfg.layout``, ending where the refiner's answer begins."""
+    if cfg.layout == "inline":
+        return list(traj.token_ids) + review_suffix_ids(tokenizer, traj.turns)
     steps = trajectory_steps(traj, tokenizer)
     return build_chat_ids(tokenizer, meta_prompt_text(traj.question, steps, tokenizer, cfg.obs_tokens))
+
+
+def review_hook(tokenizer, cfg: RefinerConfig):
+    """What :func:`searchr2.rollout.rollout` needs to score the ``inline`` decision of each trajectory as
+    it finishes, from the KV cache it holds: ``traj -> (review suffix ids, answer ids 0..turns)``.
+    None for the ``numbered`` layout (its meta prompt shares no prefix with the trajectory)."""
+    if cfg.layout != "inline":
+        return None
+    return lambda traj: (review_suffix_ids(tokenizer, traj.turns), answer_token_ids(tokenizer, traj.turns))
 
 
 def answer_token_ids(tokenizer, n_steps: int) -> list[int]:
@@ -204,7 +261,8 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
            cfg: RefinerConfig, rng: random.Random) -> tuple[list[Trajectory], list[Decision]]:
     """The Meta-Refiner over a batch of finished trajectories: accept, or cut and regenerate (SPEC §2).
 
-    Each round scores every still-open trajectory's meta prompt; a trajectory the rule revises is cut
+    Each round scores every still-open trajectory's meta prompt (a trajectory whose ``review_probs``
+    the rollout engine already filled, see :func:`review_hook`, is not scored again); a trajectory the rule revises is cut
     before a step drawn from the trimmer distribution (``rng``), its prefix kept token for token
     (:meth:`Trajectory.truncate`), and the Actor regenerates the rest with live search under the same
     turn budget, all revised ones in one :func:`~searchr2.rollout.rollout` call. A trajectory leaves
@@ -218,7 +276,13 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
         if not open_:
             break
         prompts = [meta_prompt_ids(tokenizer, final[i], cfg) for i in open_]
-        probs = decision_distributions(model, tokenizer, prompts, [final[i].turns for i in open_], cfg.batch_size)
+        probs = [final[i].review_probs if cfg.layout == "inline" else None for i in open_]
+        todo = [k for k, p in enumerate(probs) if p is None]
+        if todo:
+            scored = decision_distributions(model, tokenizer, [prompts[k] for k in todo],
+                                            [final[open_[k]].turns for k in todo], cfg.batch_size)
+            for k, p in zip(todo, scored):
+                probs[k] = p
         revise, cuts = [], []
         for i, prompt, p in zip(open_, prompts, probs):
             action = 0
@@ -231,8 +295,10 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
                                       loss_mask=[0] * len(prompt) + [1]))
         if revise:
             prefixes = [final[i].truncate(cut - 1) for i, cut in zip(revise, cuts)]
+            more = round_no + 1 < cfg.max_revisions      # another round will read the new ones' decisions
             redone = rollout(model, tokenizer, retriever, [final[i].question for i in revise],
-                             _reseeded(rollout_cfg, round_no), prefixes)
+                             _reseeded(rollout_cfg, round_no), prefixes,
+                             review=review_hook(tokenizer, cfg) if more else None)
             for i, t in zip(revise, redone):
                 final[i] = t
         open_ = revise

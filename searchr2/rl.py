@@ -11,7 +11,9 @@ One step, in the order :func:`train_rl` runs it:
 4. **Update**: group-normalised advantages; the Actor's trajectories and the refiner's decision
    sequences (each carrying the advantage of the final trajectory it led to, weighted by
    ``refiner_weight``) go through the clipped GRPO objective with a k3 KL to the frozen starting
-   model (:func:`searchr2.grpo.ppo_update`), on Accelerate.
+   model (:func:`searchr2.grpo.ppo_update`), on Accelerate. With the refiner's ``inline`` layout a
+   decision about the final trajectory (an acceptance) rides in the trajectory's own row
+   (:func:`searchr2.grpo.pack_shared_prefix`): the same objective, one forward pass instead of two.
 
 Every ``val_every`` steps the Actor answers a held-out slice of the train split greedily; the model
 with the best validation EM is kept (collapse guard; on a tie the later one) and becomes the stage's
@@ -34,11 +36,11 @@ from pathlib import Path
 
 import torch
 
-from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, ppo_update,
-                           select_for_update)
+from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, pack_shared_prefix,
+                           ppo_update, select_for_update)
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
-from searchr2.refiner import RefinerConfig, refine
+from searchr2.refiner import RefinerConfig, refine, review_hook
 from searchr2.reward import RewardConfig, score, summarize
 from searchr2.rollout import RolloutConfig, rollout
 from searchr2.sft import (MIXED_PRECISION, _optimizer, accelerate_precision, clean_checkpoints, fingerprint,
@@ -135,7 +137,8 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
     t0 = time.perf_counter()
     sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True,
                                      seed=(cfg.seed * 100_003 + step + 7_919 * rank) % 2 ** 31)
-    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg)
+    review = review_hook(tokenizer, refiner_cfg) if refiner_cfg.enabled and refiner_cfg.max_revisions else None
+    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg, review=review)
     timings["rollout"] = time.perf_counter() - t0
 
     decisions = []
@@ -159,18 +162,38 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         metrics["revised_reward_after"] = sum(rewards[i] for i in revised) / len(revised)
 
     advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
-    sequences, seq_adv, weights = list(trajs), list(advantages), [1.0] * len(trajs)
-    if cfg.refiner_weight > 0:
-        for d in decisions:          # a meta-action carries the advantage of the trajectory it ended in
-            sequences.append(d)
-            seq_adv.append(advantages[d.index])
-            weights.append(cfg.refiner_weight)
+    sequences, seq_adv, weights = training_sequences(trajs, advantages, decisions, cfg.refiner_weight)
     summary = summarize(rows)
     metrics.update(reward=summary["reward"], em=summary["em"], searches=summary["searches"],
                    useful_share=summary["useful_share"] if summary["useful_share"] is not None else 0.0,
                    response_tokens=sum(sum(t.loss_mask) for t in trajs) / len(trajs),
                    reward_std=float(torch.tensor(rewards).std()) if len(rewards) > 1 else 0.0)
     return sequences, seq_adv, weights, metrics, timings
+
+
+def training_sequences(trajs: list, advantages: list[float], decisions: list, refiner_weight: float):
+    """The update's rows: every final trajectory (weight 1) and, when ``refiner_weight`` > 0, every
+    refiner decision, which carries the advantage of the trajectory it ended in (SPEC §4).
+
+    A decision whose meta prompt begins with its final trajectory's tokens (the ``inline`` layout's
+    acceptances) is packed into that trajectory's row (:func:`searchr2.grpo.pack_shared_prefix`);
+    the others (decisions about a trajectory that was then cut, or ``numbered`` meta prompts) are rows
+    of their own. Returns (sequences, advantages, weights).
+    """
+    sequences, seq_adv, weights = list(trajs), list(advantages), [1.0] * len(trajs)
+    if refiner_weight <= 0:
+        return sequences, seq_adv, weights
+    for d in decisions:
+        final = trajs[d.index]
+        n = len(final.token_ids)
+        if sequences[d.index] is final and d.token_ids[:n] == final.token_ids and not any(d.loss_mask[:n]):
+            sequences[d.index] = pack_shared_prefix(final, 1.0, d, refiner_weight)
+            weights[d.index] = sequences[d.index].weight
+        else:
+            sequences.append(d)
+            seq_adv.append(advantages[d.index])
+            weights.append(refiner_weight)
+    return sequences, seq_adv, weights
 
 
 def with_lora(lm: torch.nn.Module, cfg: RLConfig):

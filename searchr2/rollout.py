@@ -35,6 +35,14 @@ on CPU the repeated prefill was most of the time. ``reuse_cache=False`` re-encod
 scratch (less memory; the batches are then regrouped by length each round). Greedy results are the
 same either way (a test checks it).
 
+Scoring a review from the cache. With ``review`` given (the Meta-Refiner's ``inline`` layout, see
+:func:`searchr2.refiner.review_hook`), each trajectory, once finished, gets one more block fed on
+top of its cached keys and values: a short review request. The next-token distribution after it,
+restricted to the candidate answer tokens, is stored as ``review_probs``; the refiner reads its
+decision there instead of re-encoding the whole trajectory. The rows are copied out of the batch's
+cache for this (the batch goes on unchanged). Without a cache (``reuse_cache=False``) nothing is
+scored here and the refiner encodes the trajectory itself.
+
 Retrieval runs in one persistent worker thread (so a JVM-backed retriever such as pyserini attaches
 that thread once), with a timeout, retries with exponential backoff, and a clear
 :class:`RetrievalError` at the end. A hung call is abandoned, never waited for.
@@ -124,6 +132,7 @@ class Trajectory:
     turns: int = 0                       # assistant turns generated (the final answer-only turn included)
     finished: bool = False               # True once the rollout has ended it; False for a prefix to continue
     stop_reason: str = ""                # "answer" | "turn_budget" | "context_cap" ("" while unfinished)
+    review_probs: list[float] | None = None   # the refiner's P(answer = 0..turns) when the rollout scored it
 
     def response_text(self, tokenizer) -> str:
         """Everything after the prompt (generated turns and tool text), decoded as one string."""
@@ -408,6 +417,51 @@ class _Group:
                 self.synced[i] = len(trajs[i].token_ids) + len(n)
         return dict(zip(self.members, new))
 
+    def review(self, model, tokenizer, trajs: list["Trajectory"], rows: list[int], review: Callable) -> None:
+        """Fill ``review_probs`` of the finished trajectories ``rows`` (members of this group) from the cache.
+
+        Each row's block is what the cache lacks of its trajectory (the last sampled token, and a tool
+        output appended after the last round) plus the review suffix; the rows are copied out of the cache (:func:`_cache_rows`), fed their blocks in one
+        forward pass, and the distribution over the candidate answers is read at the last position.
+        """
+        import torch
+
+        if self.cache is None or not rows:
+            return
+        device = getattr(model, "device", torch.device("cpu"))
+        keep = [self.members.index(i) for i in rows]
+        asks = [review(trajs[i]) for i in rows]
+        tails = [trajs[i].token_ids[self.synced.get(i, 0):] + list(suffix) for i, (suffix, _) in zip(rows, asks)]
+        block = torch.full((len(rows), max(len(t) for t in tails)), _pad_id(tokenizer), dtype=torch.long)
+        block_mask = torch.zeros_like(block)
+        for r, tail in enumerate(tails):
+            block[r, -len(tail):] = torch.tensor(tail, dtype=torch.long)
+            block_mask[r, -len(tail):] = 1
+        index = torch.tensor(keep, dtype=torch.long)
+        covered = self.cache.get_seq_length()            # generate leaves its last sampled column out of the cache
+        block = torch.cat([self.ids[index, covered:], block], dim=1)
+        mask = torch.cat([self.mask[index], block_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -block.shape[1]:]
+        with torch.inference_mode():
+            logits = model(input_ids=block.to(device), attention_mask=mask.to(device),
+                           position_ids=positions.to(device), past_key_values=_cache_rows(self.cache, index.to(device)),
+                           use_cache=True, logits_to_keep=1).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1).cpu()
+        for r, (i, (_, answers)) in enumerate(zip(rows, asks)):
+            trajs[i].review_probs = torch.softmax(logp[r, list(answers)], dim=0).tolist()
+
+
+def _cache_rows(cache, index):
+    """A new cache holding only rows ``index`` of ``cache``, which is left as it was.
+
+    Dynamic cache layers select rows by rebinding their tensors (``keys = keys[index]``, a copy), so
+    shallow copies of the cache and of its layers can be narrowed without touching the originals.
+    """
+    sub = copy.copy(cache)
+    sub.layers = [copy.copy(layer) for layer in cache.layers]
+    sub.batch_select_indices(index)
+    return sub
+
 
 # ------------------------------------------------------------------------------------ the loop
 
@@ -476,7 +530,7 @@ def encode_text(tokenizer, text: str) -> list[int]:
 
 
 def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfig,
-            prefixes: list[Trajectory | None] | None = None) -> list[Trajectory]:
+            prefixes: list[Trajectory | None] | None = None, review: Callable | None = None) -> list[Trajectory]:
     """Play every question to the end (answer, turn budget or context cap); see the module docstring.
 
     ``prefixes[i]``, when given, is a trajectory of ``questions[i]`` produced by this engine and cut
@@ -484,6 +538,9 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
     are kept unchanged, and its turns count against ``max_turns``. The model is put in eval mode for
     the call and its previous mode restored. Raises :class:`RetrievalError` when the retriever keeps
     failing (see :func:`search_batch`); the caller's torch RNG state is left untouched.
+
+    ``review`` (``traj -> (suffix ids, candidate answer ids)``): score each finished trajectory's
+    review from the KV cache into ``review_probs`` (module docstring); it changes no trajectory.
     """
     if isinstance(questions, str):
         raise TypeError("questions must be a list of strings, not one string")
@@ -510,6 +567,10 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
                     finish_trajectory(t, "context_cap", tokenizer)
                 else:
                     live.append(i)
+            if review is not None and groups is not None and cfg.reuse_cache:
+                for group in groups:
+                    group.review(model, tokenizer, trajs, [i for i in group.members if trajs[i].finished
+                                                           and trajs[i].review_probs is None], review)
             if not live:
                 break
             final = {i: trajs[i].turns >= cfg.max_turns for i in live}

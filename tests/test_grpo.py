@@ -366,3 +366,50 @@ def test_leaving_out_zero_advantage_sequences_changes_nothing_without_kl(base):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
     with pytest.raises(ValueError, match="total_weight"):
         ppo_update(acc, model, opt, seqs, adv, None, None, cfg, total_weight=1.0)
+
+
+def test_a_packed_shared_prefix_pair_trains_exactly_as_the_two_sequences_apart(base):
+    """A trajectory and a decision whose meta prompt is that trajectory plus a request: one row with
+    per-token coefficients gives the loss, statistics and gradient of the two rows trained apart (with KL)."""
+    from searchr2.grpo import PackedSequence, pack_shared_prefix
+
+    gen = torch.Generator().manual_seed(7)
+    lm_a, lm_b = load_model(base), load_model(base)
+    vocab = lm_a.config.vocab_size
+    traj = random_seq(gen, 16, vocab, [(4, 9), (12, 16)])
+    request = torch.randint(0, vocab, (6,), generator=gen).tolist()
+    decision = Seq(traj.token_ids + request, [0] * 21 + [1])
+    other = random_seq(gen, 12, vocab, [(5, 12)])
+    ref = compute_logprobs(load_model(base), [traj, decision, other], 4096)
+    cfg = GRPOConfig(lr=1e-2, kl_coef=0.05)
+    packed = pack_shared_prefix(traj, 1.0, decision, 0.5)
+    assert isinstance(packed, PackedSequence) and packed.weight == 1.5 and packed.token_ids == decision.token_ids
+    assert packed.loss_mask == traj.loss_mask + [0] * 5 + [1]
+    assert sum(packed.token_weights) == pytest.approx(1.5) and packed.token_weights[-1] == 0.5
+
+    def grads(lm, seqs, adv, weights, ref_logp):
+        accelerator, model, optimizer = _accelerated(lm, cfg)
+        optimizer.step = lambda: None                            # keep the weights: compare gradients
+        captured = {}
+        real_zero = optimizer.zero_grad
+
+        def keep_grads(set_to_none=True):
+            captured.update({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+            real_zero(set_to_none=set_to_none)
+
+        optimizer.zero_grad = keep_grads
+        stats = ppo_update(accelerator, model, optimizer, seqs, adv, None, ref_logp, cfg, weights)
+        return stats, captured
+
+    apart, g_apart = grads(lm_a, [traj, decision, other], [0.8, 0.8, -1.1], [1.0, 0.5, 1.0], ref)
+    ref_packed = compute_logprobs(load_model(base), [packed, other], 4096)
+    together, g_together = grads(lm_b, [packed, other], [0.8, -1.1], [1.5, 1.0], ref_packed)
+    for key in ("loss", "pg_loss", "kl_loss", "clip_frac", "ratio", "kl", "tokens"):
+        assert together[key] == pytest.approx(apart[key], rel=1e-5, abs=1e-7), key
+    assert g_apart.keys() == g_together.keys() and g_apart
+    for name, g in g_apart.items():
+        torch.testing.assert_close(g_together[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="does not begin"):
+        pack_shared_prefix(other, 1.0, decision, 0.5)
+    with pytest.raises(ValueError, match="inside the shared prefix"):
+        pack_shared_prefix(Seq(traj.token_ids[:8], [0] * 8), 1.0, traj, 1.0)

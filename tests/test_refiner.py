@@ -118,9 +118,15 @@ def test_refine_accepts_or_cuts_keeps_the_prefix_and_regenerates(tiny, traj, mon
     calls.clear()
     monkeypatch.setattr(refiner_mod, "decision_distributions",
                         lambda m, t, prompts, n, b=8: calls.append(len(prompts)) or [fixed[1]] * len(prompts))
+    # (numbered: with the inline layout the regenerating rollout scores the next rounds' decisions itself)
+    final, decisions = refine(scripted, tok, WordRetriever(), [traj], CFG,
+                              RefinerConfig(max_revisions=3, layout="numbered"), random.Random(0))
+    assert len(calls) == 3 and [d.round for d in decisions] == [0, 1, 2]
+    calls.clear()
     final, decisions = refine(scripted, tok, WordRetriever(), [traj], CFG, RefinerConfig(max_revisions=3),
                               random.Random(0))
-    assert len(calls) == 3 and [d.round for d in decisions] == [0, 1, 2]
+    assert calls == [1] and [d.round for d in decisions][:2] == [0, 1]
+    assert all(d.probs != fixed[1] for d in decisions[1:])       # read off the rollout's cache, not re-scored
     assert refine(scripted, tok, WordRetriever(), [traj], CFG, RefinerConfig(max_revisions=0),
                   random.Random(0)) == ([traj], [])
 
@@ -134,7 +140,62 @@ def test_cut_points_follow_the_trimmer_distribution(tiny, traj, monkeypatch):
     model, tok = tiny
     monkeypatch.setattr(refiner_mod, "decision_distributions",
                         lambda m, t, prompts, n, b=8: [[0.0, 0.25, 0.75, 0.0]] * len(prompts))
-    monkeypatch.setattr(refiner_mod, "rollout", lambda m, t, r, qs, cfg, prefixes: prefixes)
+    monkeypatch.setattr(refiner_mod, "rollout", lambda m, t, r, qs, cfg, prefixes, review=None: prefixes)
     _, decisions = refine(model, tok, WordRetriever(), [traj] * 400, CFG, RefinerConfig(), random.Random(1))
     share = sum(d.action == 2 for d in decisions) / len(decisions)
     assert {d.action for d in decisions} == {1, 2} and 0.68 < share < 0.82
+
+
+def test_inline_meta_prompt_is_the_trajectory_then_the_review_request(tiny, traj):
+    import copy
+
+    from searchr2.refiner import REVIEW_REQUEST, review_suffix_ids
+
+    _, tok = tiny
+    ids = meta_prompt_ids(tok, traj, RefinerConfig(layout="inline"))
+    assert ids[:len(traj.token_ids)] == traj.token_ids
+    # the Actor's message is closed, the request is the next user message, then the reply's header
+    suffix = tok.decode(ids[len(traj.token_ids):])
+    assert suffix == f"<|im_end|>\n<|im_start|>user\n{REVIEW_REQUEST.format(n=3)}<|im_end|>\n<|im_start|>assistant\n"
+    plain = copy.deepcopy(tok)
+    plain.chat_template = None                       # no template: the request on its own line
+    assert plain.decode(review_suffix_ids(plain, 2)) == f"\n{REVIEW_REQUEST.format(n=2)}\n"
+    with pytest.raises(ValueError, match="layout"):
+        RefinerConfig(layout="sideways")
+
+
+def test_rollout_scores_the_inline_review_from_its_cache_as_a_fresh_pass_would(tiny):
+    """Rows finishing in different rounds (with cache holes, dropped rows and a context cap): the cached
+    review equals scoring the whole meta prompt from scratch, and the trajectories are unchanged."""
+    from searchr2.refiner import review_hook
+    from searchr2.rollout import rollout
+    from tests.test_rollout import FakeRetriever, Scripted
+
+    model, tok = tiny
+    plans = {
+        "free A?": lambda turn: None,
+        "answers early?": lambda turn: "<search>orvane bay founder</search>" if turn == 0 else "<answer>x</answer>",
+        "stops at once?": lambda turn: "<answer>y</answer>",
+        "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
+    }
+    inline = RefinerConfig(layout="inline")
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=3, max_context_tokens=600)
+    runs = {}
+    for hook in (None, review_hook(tok, inline)):
+        runs[hook is None] = rollout(Scripted(model, tok, lambda q, turn: plans[q](turn)), tok, FakeRetriever(),
+                                     list(plans), cfg, review=hook)
+    plain, reviewed = runs[True], runs[False]
+    assert [t.stop_reason for t in reviewed] == ["context_cap", "answer", "answer", "turn_budget"]
+    for a, b in zip(plain, reviewed):
+        assert a.review_probs is None and b.review_probs is not None
+        assert {**a.to_dict(), "review_probs": None} == {**b.to_dict(), "review_probs": None}
+    fresh = decision_distributions(model, tok, [meta_prompt_ids(tok, t, inline) for t in reviewed],
+                                   [t.turns for t in reviewed])
+    for t, p in zip(reviewed, fresh):
+        assert t.review_probs == pytest.approx(p, abs=1e-4), t.question
+    # no cache, no review scored here: the refiner then encodes the meta prompt itself
+    [t] = rollout(model, tok, FakeRetriever(), ["free A?"], RolloutConfig(max_turns=1, max_new_tokens=8,
+                                                                            reuse_cache=False),
+                  review=review_hook(tok, inline))
+    assert t.review_probs is None
+    assert review_hook(tok, RefinerConfig(layout="numbered")) is None

@@ -140,3 +140,31 @@ def test_two_process_data_parallel_run_on_cpu(base, tmp_path):
     share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
     values = [float(line.split("\t")[1]) for line in share]
     assert len(values) == 2 and all(v <= 0.5 for v in values) and any(values)   # rank 1 never trained
+
+
+def test_acceptances_ride_in_their_trajectorys_row_and_cut_trajectories_keep_a_row_of_their_own():
+    from dataclasses import dataclass as dc
+
+    from searchr2.grpo import PackedSequence
+    from searchr2.refiner import Decision
+    from searchr2.rl import training_sequences
+
+    @dc
+    class T:
+        token_ids: list
+        loss_mask: list
+
+    kept, redone, original = T([1, 2, 3, 4], [0, 1, 1, 0]), T([1, 2, 9, 9], [0, 1, 1, 1]), [1, 2, 3, 3, 5]
+    decisions = [Decision(0, 0, 0, [0.9, 0.1], kept.token_ids + [7, 8, 0], [0] * 6 + [1]),       # accepted: packed
+                 Decision(1, 0, 1, [0.2, 0.8], original + [7, 8, 1], [0] * 7 + [1])]             # cut: its own row
+    seqs, adv, w = training_sequences([kept, redone], [0.5, -0.5], decisions, 0.25)
+    assert isinstance(seqs[0], PackedSequence) and seqs[0].token_ids == decisions[0].token_ids
+    assert seqs[1] is redone and seqs[2] is decisions[1]
+    assert adv == [0.5, -0.5, -0.5] and w == [1.25, 1.0, 0.25]
+    # refiner_weight 0: the decisions are not trained at all
+    assert training_sequences([kept, redone], [0.5, -0.5], decisions, 0.0) == ([kept, redone], [0.5, -0.5], [1.0, 1.0])
+    # numbered meta prompts share no prefix: every decision is a row of its own
+    numbered = [dataclasses.replace(d, token_ids=[5, 5] + d.token_ids, loss_mask=[0, 0] + d.loss_mask)
+                for d in decisions]
+    seqs, _, w = training_sequences([kept, redone], [0.5, -0.5], numbered, 0.25)
+    assert seqs[:2] == [kept, redone] and len(seqs) == 4 and w == [1.0, 1.0, 0.25, 0.25]

@@ -79,6 +79,9 @@ class Scripted:
     def __getattr__(self, name):  # device, training, eval, train, generation_config ...
         return getattr(self.model, name)
 
+    def __call__(self, *args, **kwargs):          # plain forward passes (the refiner's review) are not scripted
+        return self.model(*args, **kwargs)
+
     def generate(self, input_ids, attention_mask, **kw):
         plans, keys = [], []
         for row, mask in zip(input_ids.tolist(), attention_mask.tolist()):
