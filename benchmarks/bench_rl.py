@@ -9,10 +9,13 @@ code (:func:`searchr2.rl.rl_step`, then the reference pass and :func:`searchr2.g
 The configurations differ only where the SPEC's ablation ladder says:
 
 - ``search_r1``: ``refiner.enabled=false``, ``reward.process=false`` (outcome reward, no refiner);
-- ``search_r2``: the params as they are (Meta-Refiner on, hybrid reward, refiner_weight > 0).
+- ``search_r2``: the params as they are (Meta-Refiner on, hybrid reward, refiner_weight > 0);
+- ``search_r2_numbered`` (with ``--numbered``): the same with ``refiner.layout=numbered``, the meta
+  prompt that reprints the steps (same model: its refiner was warmed up on the params' layout).
 
 Reported per configuration: seconds per step split into rollout / refine / judge / update, trained
-sequences and tokens per step, and the overhead of Search-R2 over Search-R1. The configurations
+sequences and tokens per step (all of them, and those the update forwarded), and the overhead of
+Search-R2 over Search-R1. The configurations
 alternate step by step (R1 step 1, R2 step 1, R1 step 2, ...) so a change in machine load hits both.
 Results: ``benchmarks/results/rl_step.json``.
 """
@@ -53,6 +56,7 @@ class Arm:
         self.rows = []
 
     def step(self, tokenizer, retriever, batch, step: int) -> dict:
+        from searchr2.grpo import select_for_update
         from searchr2.rl import rl_step, update_policy
 
         start = time.perf_counter()
@@ -66,6 +70,8 @@ class Arm:
         row = {"step": step, "seconds": round(time.perf_counter() - start, 2),
                **{f"time_{k}": round(v, 2) for k, v in timings.items()},
                "sequences": len(sequences), "tokens": sum(len(s.token_ids) for s in sequences),
+               "forwarded_tokens": sum(len(sequences[i].token_ids)
+                                       for i in select_for_update(advantages, weights, self.cfg)),
                "trained_share": round(stats["trained_share"], 3),
                "reward": round(metrics["reward"], 3), "em": round(metrics["em"], 3),
                "revisions_per_traj": metrics.get("revisions_per_traj", 0.0)}
@@ -75,7 +81,8 @@ class Arm:
 
     def summary(self) -> dict:
         n = len(self.rows)
-        keys = sorted({k for r in self.rows for k in r if k.startswith("time_")} | {"seconds", "sequences", "tokens"})
+        keys = sorted({k for r in self.rows for k in r if k.startswith("time_")} | {"seconds", "sequences", "tokens",
+                                                                                     "forwarded_tokens"})
         return {"steps": n, **{k: round(sum(r.get(k, 0.0) for r in self.rows) / n, 2) for k in keys},
                 "rows": self.rows}
 
@@ -86,6 +93,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per configuration")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/rl_step.json")
+    parser.add_argument("--numbered", action="store_true", help="add a third arm: refiner.layout=numbered")
     args = parser.parse_args()
 
     import torch
@@ -109,6 +117,9 @@ def main() -> None:
     arms = [Arm("search_r1", args.model, p, p.rl, dataclasses.replace(p.refiner, enabled=False),
                 dataclasses.replace(p.reward, process=False), None),
             Arm("search_r2", args.model, p, p.rl, p.refiner, p.reward, make_judge(p.reward))]
+    if args.numbered:
+        arms.append(Arm("search_r2_numbered", args.model, p, p.rl, dataclasses.replace(p.refiner, layout="numbered"),
+                        p.reward, make_judge(p.reward)))
     load_before = os.getloadavg()
     for step in range(1, args.steps + 1):
         batch = step_questions(pool, p.rl, step)
@@ -123,12 +134,17 @@ def main() -> None:
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "group_size": p.rl.group_size, "questions_per_step": p.rl.questions_per_step,
            "max_turns": p.rollout.max_turns, "max_new_tokens": p.rollout.max_new_tokens,
-           "judge": p.reward.judge, "overhead_r2_over_r1": round(r2 / r1 - 1, 4),
+           "judge": p.reward.judge, "refiner_layout": p.refiner.layout, "overhead_r2_over_r1": round(r2 / r1 - 1, 4),
+           **({"overhead_r2_numbered_over_r1": round(results["search_r2_numbered"]["seconds"] / r1 - 1, 4)}
+              if args.numbered else {}),
            "loadavg_before": [round(x, 2) for x in load_before],
            "loadavg_after": [round(x, 2) for x in os.getloadavg()], "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"search_r1 {r1:.1f} s/step, search_r2 {r2:.1f} s/step: overhead {100 * (r2 / r1 - 1):+.1f}%")
+    if args.numbered:
+        r2n = results["search_r2_numbered"]["seconds"]
+        print(f"search_r2_numbered {r2n:.1f} s/step: overhead {100 * (r2n / r1 - 1):+.1f}%")
     print(f"wrote {args.out}")
 
 

@@ -40,8 +40,10 @@ class SFTDataConfig:
     mistake_share: float = 0.2         # share of Actor trajectories with one realistic mistake then a recovery
     train_on_mistakes: bool = False    # also put loss on the mistaken turn (default: only the recovery is learnt)
     refiner_examples: int = 48         # labelled meta-prompt examples to train on
-    refiner_clean_share: float = 0.5   # share of them that are clean (label 0); the rest have a flawed step j
+    refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j
     refiner_heldout: int = 60          # further labelled examples, never trained on: the refiner's accuracy test
+    refiner_heldout_clean_share: float = 0.5   # share of the held-out ones that are clean (0.5: balanced, so a
+                                               # refiner that always accepts or always revises scores 0.5)
     rejection_model: str = "base"      # records without a hop chain: model sampled from (data/models/<name> or a dir)
     rejection_samples: int = 4         # samples per such record; the first with EM 1 is kept
     rejection_max_questions: int = 256  # at most this many such records are tried (sampling is slow)
@@ -52,7 +54,7 @@ class SFTDataConfig:
                 raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.rejection_samples < 1:
             raise ValueError(f"rejection_samples must be >= 1, got {self.rejection_samples}")
-        for name in ("mistake_share", "refiner_clean_share"):
+        for name in ("mistake_share", "refiner_clean_share", "refiner_heldout_clean_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -171,8 +173,8 @@ def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
                                            type=(record.get("metadata") or {}).get("type"), mistake=None, requeries=0))
 
     # ---- Meta-Refiner examples: training ones next, held-out ones from the back of the list
-    def refiner_examples(pool: list[dict], n: int, what: str) -> tuple[list[dict], set[str]]:
-        n_clean = round(n * cfg.refiner_clean_share)
+    def refiner_examples(pool: list[dict], n: int, what: str, clean_share: float) -> tuple[list[dict], set[str]]:
+        n_clean = round(n * clean_share)
         wanted = [0] * n_clean + [1] * (n - n_clean)          # 0 = clean, 1 = corrupted
         random.Random(f"{cfg.seed}:{what}").shuffle(wanted)
         out, consumed = [], set()
@@ -201,8 +203,9 @@ def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
         return out, consumed
 
     rest = records[used:]
-    heldout, heldout_ids = refiner_examples(rest[::-1], cfg.refiner_heldout, "heldout")
-    refiner, _ = refiner_examples([r for r in rest if r["id"] not in heldout_ids], cfg.refiner_examples, "refiner")
+    heldout, heldout_ids = refiner_examples(rest[::-1], cfg.refiner_heldout, "heldout", cfg.refiner_heldout_clean_share)
+    refiner, _ = refiner_examples([r for r in rest if r["id"] not in heldout_ids], cfg.refiner_examples, "refiner",
+                                  cfg.refiner_clean_share)
     summary = summarize(actor, refiner, heldout, stats, used, time.perf_counter() - start)
     return actor, refiner, heldout, summary
 
