@@ -138,8 +138,9 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
     sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True,
                                      seed=(cfg.seed * 100_003 + step + 7_919 * rank) % 2 ** 31)
     review = review_hook(tokenizer, refiner_cfg) if refiner_cfg.enabled and refiner_cfg.max_revisions else None
-    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg, review=review)
-    timings["rollout"] = time.perf_counter() - t0
+    spent: dict[str, float] = {}
+    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg, review=review, timings=spent)
+    timings["rollout"] = time.perf_counter() - t0 - spent.get("review", 0.0)   # reviews count as refining
 
     decisions = []
     if refiner_cfg.enabled:
@@ -147,7 +148,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         originals = trajs
         trajs, decisions = refine(lm, tokenizer, retriever, trajs, sample_cfg, refiner_cfg,
                                   random.Random(f"{cfg.seed}:refine:{step}" + (f":{rank}" if rank else "")))
-        timings["refine"] = time.perf_counter() - t0
+        timings["refine"] = time.perf_counter() - t0 + spent.get("review", 0.0)
         revised = sorted({d.index for d in decisions if d.action > 0})
         first = [d for d in decisions if d.round == 0]
         metrics["acceptance_rate"] = sum(d.action == 0 for d in first) / max(len(first), 1)

@@ -530,7 +530,8 @@ def encode_text(tokenizer, text: str) -> list[int]:
 
 
 def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfig,
-            prefixes: list[Trajectory | None] | None = None, review: Callable | None = None) -> list[Trajectory]:
+            prefixes: list[Trajectory | None] | None = None, review: Callable | None = None,
+            timings: dict | None = None) -> list[Trajectory]:
     """Play every question to the end (answer, turn budget or context cap); see the module docstring.
 
     ``prefixes[i]``, when given, is a trajectory of ``questions[i]`` produced by this engine and cut
@@ -541,6 +542,7 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
 
     ``review`` (``traj -> (suffix ids, candidate answer ids)``): score each finished trajectory's
     review from the KV cache into ``review_probs`` (module docstring); it changes no trajectory.
+    ``timings``, when given, gets the seconds spent on those reviews added under ``"review"``.
     """
     if isinstance(questions, str):
         raise TypeError("questions must be a list of strings, not one string")
@@ -568,9 +570,12 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
                 else:
                     live.append(i)
             if review is not None and groups is not None and cfg.reuse_cache:
+                t0 = time.perf_counter()
                 for group in groups:
                     group.review(model, tokenizer, trajs, [i for i in group.members if trajs[i].finished
                                                            and trajs[i].review_probs is None], review)
+                if timings is not None:
+                    timings["review"] = timings.get("review", 0.0) + time.perf_counter() - t0
             if not live:
                 break
             final = {i: trajs[i].turns >= cfg.max_turns for i in live}

@@ -180,10 +180,11 @@ def test_rollout_scores_the_inline_review_from_its_cache_as_a_fresh_pass_would(t
     }
     inline = RefinerConfig(layout="inline")
     cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=3, max_context_tokens=600)
-    runs = {}
+    runs, spent = {}, {}
     for hook in (None, review_hook(tok, inline)):
         runs[hook is None] = rollout(Scripted(model, tok, lambda q, turn: plans[q](turn)), tok, FakeRetriever(),
-                                     list(plans), cfg, review=hook)
+                                     list(plans), cfg, review=hook, timings=spent)
+    assert spent["review"] > 0                                    # what the rl stage counts as refining
     plain, reviewed = runs[True], runs[False]
     assert [t.stop_reason for t in reviewed] == ["context_cap", "answer", "answer", "turn_budget"]
     for a, b in zip(plain, reviewed):
