@@ -15,8 +15,9 @@ The configurations differ only where the SPEC's ablation ladder says:
 
 Reported per configuration: seconds per step split into rollout / refine / judge / update, trained
 sequences and tokens per step (all of them, and those the update forwarded), and the overhead of
-Search-R2 over Search-R1. The configurations
-alternate step by step (R1 step 1, R2 step 1, R1 step 2, ...) so a change in machine load hits both.
+Search-R2 over Search-R1. The configurations alternate step by step, so a change in machine load
+hits both, and the order turns round every step (R1, R2 at step 1; R2, R1 at step 2; ...): the arm
+that goes second finds the same queries' retrieval and the allocator warm. Use an even ``--steps``.
 Results: ``benchmarks/results/rl_step.json``.
 """
 from __future__ import annotations
@@ -123,7 +124,9 @@ def main() -> None:
     load_before = os.getloadavg()
     for step in range(1, args.steps + 1):
         batch = step_questions(pool, p.rl, step)
-        for arm in arms:
+        # the arm that goes second plays the same questions with warm retrieval and allocator caches, so the
+        # order turns round every step
+        for arm in (arms if step % 2 else arms[::-1]):
             torch.manual_seed(step)
             arm.step(tokenizer, retriever, batch, step)
     results = {arm.name: arm.summary() for arm in arms}

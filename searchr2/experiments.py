@@ -366,7 +366,7 @@ def plot_averages(result: dict, out: Path, title: str) -> Path:
     ax.barh(list(ys), [r["avg"] for r in recs], xerr=errs if any(errs) else None, capsize=3, color="#4C72B0")
     ax.set_yticks(list(ys), [r["experiment"] for r in recs], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("average EM ×100 over the seven sets")
+    ax.set_xlabel("average EM ×100 over the seven sets" + (" (seed groups: mean ± sample std)" if any(errs) else ""))
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, out)
