@@ -162,6 +162,10 @@ def test_inline_meta_prompt_is_the_trajectory_then_the_review_request(tiny, traj
     assert plain.decode(review_suffix_ids(plain, 2)) == f"\n{REVIEW_REQUEST.format(n=2)}\n"
     with pytest.raises(ValueError, match="layout"):
         RefinerConfig(layout="sideways")
+    # the numbered layout is a new conversation that reprints the steps
+    numbered = tok.decode(meta_prompt_ids(tok, traj, RefinerConfig(layout="numbered", obs_tokens=20)))
+    assert numbered.startswith("<|im_start|>user\nYou are reviewing") and "Step 3: " in numbered
+    assert numbered.endswith("or 0 if none?<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_rollout_scores_the_inline_review_from_its_cache_as_a_fresh_pass_would(tiny):
