@@ -23,6 +23,12 @@ from searchr2.rollout import RolloutConfig, Trajectory
 
 METRICS = ("em", "f1", "cover_em")
 BASELINES = ("direct", "rag")
+MODELS = ("base", "sft", "rl")      # the pipeline's models; the evaluate stage runs once per model
+
+
+def system_model(system: str) -> str:
+    """The model a system answers with: the baselines use the base model, ``agent_<model>`` its model."""
+    return "base" if system in BASELINES else system.removeprefix("agent_")
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,10 @@ class EvalConfig:
         if self.max_questions is not None and self.max_questions < 1:
             raise ValueError(f"evaluate.max_questions must be >= 1 or null, got {self.max_questions}")
         for s in self.systems:
-            if s not in BASELINES and not s.startswith("agent_"):
-                raise ValueError(f"unknown system {s!r}: use direct, rag or agent_<model> (agent_base, agent_sft, agent_rl)")
+            if s not in BASELINES and not (s.startswith("agent_") and system_model(s) in MODELS):
+                raise ValueError(f"unknown system {s!r}: use direct, rag, agent_base, agent_sft or agent_rl")
+        if len(set(self.systems)) != len(self.systems):
+            raise ValueError(f"evaluate.systems lists a system twice: {list(self.systems)}")
         if self.chunk_size < 1:
             raise ValueError(f"evaluate.chunk_size must be >= 1, got {self.chunk_size}")
 
@@ -139,3 +147,20 @@ def score_refiner(model, tokenizer, records: list[dict], cfg: RefinerConfig, bat
     probs = decision_distributions(model, tokenizer, [r["token_ids"][:-1] for r in records],
                                    [r["n_steps"] for r in records], batch_size)
     return {**accuracy(probs, [r["label"] for r in records], cfg), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where: dict[str, Path]) -> dict:
+    """One metrics table from the per-model evaluations: ``{system: {set: scores}}`` in ``systems``'
+    order, plus ``refiner: {model: accuracy}``. ``parts[model]`` is what the evaluate stage wrote for
+    that model (its systems and ``refiner``); a listed system missing from its model's part is an
+    :class:`InputError` naming that part's file (``where[model]``)."""
+    merged = {}
+    for system in systems:
+        model = system_model(system)
+        part = parts.get(model) or {}
+        if system not in part:
+            raise InputError(where[model], f"no results for {system!r}; rerun `dvc repro evaluate@{model}`",
+                             field=system)
+        merged[system] = part[system]
+    refiner = {model: parts[model]["refiner"] for model in MODELS if (parts.get(model) or {}).get("refiner")}
+    return {**merged, "refiner": refiner}

@@ -218,12 +218,27 @@ def cut_distribution(probs: list[float]) -> list[float]:
     return [p / total for p in nonzero]
 
 
+def decision_auc(probs: list[list[float]], labels: list[int]) -> float | None:
+    """How well P(0) separates clean (label 0) from flawed trajectories, whatever the revise threshold.
+
+    The chance that a random clean trajectory gets a higher P(0) than a random flawed one (ties count
+    half): 0.5 is no discrimination, 1.0 perfect. None when one of the two classes is absent.
+    """
+    clean = [p[0] for p, y in zip(probs, labels) if y == 0]
+    flawed = [p[0] for p, y in zip(probs, labels) if y > 0]
+    if not clean or not flawed:
+        return None
+    wins = sum((c > f) + 0.5 * (c == f) for c in clean for f in flawed)
+    return round(wins / (len(clean) * len(flawed)), 4)
+
+
 def accuracy(probs: list[list[float]], labels: list[int], cfg: RefinerConfig) -> dict:
     """How well the refiner finds flawed steps on labelled trajectories.
 
     ``exact``: the most likely answer equals the label (0 for a clean trajectory);
     ``accept_reject``: the revise decision agrees with whether the trajectory is flawed (label > 0);
-    ``flawed_recall`` / ``clean_accept``: that agreement on each class separately. All in [0, 1].
+    ``flawed_recall`` / ``clean_accept``: that agreement on each class separately; ``auc``: see
+    :func:`decision_auc`. All in [0, 1].
     """
     if not labels or len(probs) != len(labels):
         raise ValueError(f"need one distribution per label, got {len(probs)} and {len(labels)}")
@@ -237,7 +252,7 @@ def accuracy(probs: list[list[float]], labels: list[int], cfg: RefinerConfig) ->
 
     return {"n": len(labels), "exact": mean(exact), "accept_reject": mean(decide),
             "flawed_recall": mean(flawed), "clean_accept": mean(clean),
-            "revise_rate": mean([revise_decision(p, cfg) for p in probs])}
+            "revise_rate": mean([revise_decision(p, cfg) for p in probs]), "auc": decision_auc(probs, labels)}
 
 
 @dataclass

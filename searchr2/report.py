@@ -137,10 +137,11 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
         parts.append("\nA `–` is a set this run did not evaluate for that system; its average is left out.\n")
     if "refiner" in metrics:
         parts.append("\nMeta-Refiner on held-out labelled trajectories (exact first flawed step; accept/reject; "
-                     "revise rate):\n\n")
-        parts.append(markdown_table(["model", "exact", "accept/reject", "revise rate", "n"],
+                     "revise rate; AUC of P(accept) between clean and flawed ones, 50 = no discrimination):\n\n")
+        parts.append(markdown_table(["model", "exact", "accept/reject", "revise rate", "AUC", "n"],
                                     [[m, fmt_cell(100 * v["exact"]), fmt_cell(100 * v["accept_reject"]),
-                                      fmt_cell(100 * v["revise_rate"]), str(v["n"])]
+                                      fmt_cell(100 * v["revise_rate"]),
+                                      fmt_cell(100 * v["auc"]) if v.get("auc") is not None else "–", str(v["n"])]
                                      for m, v in metrics["refiner"].items()]))
     parts += [
         "\n## Published (SPEC §7), for reference only\n\n"

@@ -25,6 +25,7 @@ BM25_INDEX = Path("data/index/bm25")
 DENSE_INDEX = Path("data/index/dense")
 INDEX_DIR = Path("data/index")
 RESULTS = Path("results")
+EVAL_DIR = RESULTS / "eval"                             # per-model evaluations (stages evaluate@<model>)
 SFT_DATA = Path("data/sft")                              # warm-up data (stage sft_data)
 SFT_ACTOR = SFT_DATA / "actor.jsonl"                     # Actor trajectories
 SFT_REFINER = SFT_DATA / "refiner.jsonl"                 # labelled meta prompts, trained on

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from searchr2.baselines import answer_direct, answer_rag
-from searchr2.evaluation import EvalConfig, average, eval_file, load_eval_set, run_system, summarize
+from searchr2.evaluation import (EvalConfig, average, eval_file, load_eval_set, merge_model_results, run_system,
+                                 summarize, system_model)
 from searchr2.io import InputError
 from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
 from searchr2.rollout import RolloutConfig, Trajectory
@@ -88,7 +89,28 @@ def test_load_eval_set_caps_and_locates_bad_records(tmp_path):
 def test_eval_config_rejects_unknown_systems():
     with pytest.raises(ValueError, match="unknown system 'bm25'"):
         EvalConfig(systems=("direct", "bm25"))
+    with pytest.raises(ValueError, match="unknown system 'agent_ppo'"):      # no stage evaluates such a model
+        EvalConfig(systems=("agent_ppo",))
+    with pytest.raises(ValueError, match="twice"):
+        EvalConfig(systems=("rag", "agent_rl", "rag"))
     assert EvalConfig(systems=("agent_sft",)).systems == ("agent_sft",)
+
+
+def test_systems_map_to_the_model_whose_stage_evaluates_them():
+    assert [system_model(s) for s in ("direct", "rag", "agent_base", "agent_sft", "agent_rl")] == [
+        "base", "base", "base", "sft", "rl"]
+
+
+def test_merge_model_results_orders_systems_and_names_a_missing_part(tmp_path):
+    scores = {"nq": {"em": 10.0}, "avg": {"em": 10.0}}
+    parts = {"base": {"direct": scores, "agent_base": scores, "refiner": {"exact": 0.1}},
+             "sft": {}, "rl": {"agent_rl": scores, "refiner": {"exact": 0.5}}}
+    where = {m: tmp_path / m / "metrics.json" for m in parts}
+    merged = merge_model_results(parts, ("agent_rl", "direct"), where)
+    assert list(merged) == ["agent_rl", "direct", "refiner"]          # the params' order, then the refiner
+    assert merged["refiner"] == {"base": {"exact": 0.1}, "rl": {"exact": 0.5}}
+    with pytest.raises(InputError, match=r"sft/metrics.json: field 'agent_sft': no results .*evaluate@sft"):
+        merge_model_results(parts, ("direct", "agent_sft"), where)
 
 
 def test_direct_and_rag_answer_in_one_turn(tiny):

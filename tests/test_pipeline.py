@@ -20,7 +20,8 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate", "report"):
+    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate@base",
+                  "evaluate@sft", "evaluate@rl", "metrics", "report"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -45,7 +46,8 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     for system in ("direct", "rag", "agent_base", "agent_sft", "agent_rl"):
         assert set(metrics[system]) == {*splits, "avg"}
         assert 0 <= metrics[system]["avg"]["em"] <= 100
-        rows = (repo / f"results/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
+        model = "base" if system in ("direct", "rag") else system.removeprefix("agent_")
+        rows = (repo / f"results/eval/{model}/predictions/{system}/hotpotqa.jsonl").read_text().splitlines()
         assert len(rows) == metrics[system]["hotpotqa"]["n"] and "trajectory" in json.loads(rows[0])
 
     report = (repo / "results/report.md").read_text()
@@ -60,11 +62,13 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     assert "Running stage" not in proc.stdout, proc.stdout
     assert time.perf_counter() - start < 30
 
-    # an experiment on the refiner's loss weight reruns rl (and evaluate when the model changed), nothing upstream
+    # an experiment on the refiner's loss weight reruns rl (and the RL model's evaluation when the model
+    # changed), nothing upstream and no other model's evaluation
     proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
     ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
     assert ran[0] == "Running stage 'rl':" and set(ran) <= {
-        "Running stage 'rl':", "Running stage 'evaluate':", "Running stage 'report':"}, ran
+        "Running stage 'rl':", "Running stage 'evaluate@rl':", "Running stage 'metrics':",
+        "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
 
     # the experiment table: the experiment beside the workspace and the committed baseline (the copied repo's
@@ -76,20 +80,23 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     assert 0 <= float(exp[0]["avg"]) <= 100 and exp[0]["n"] == table["workspace"]["n"] != "20"
     assert "profile" in table["workspace"] and "different numbers of questions per set" in proc.stdout
 
-    # an evaluation param reruns only evaluate (and the report of its new metrics)
+    # an evaluation param reruns only the evaluations (and the merge and report of their new metrics)
     params = repo / "params.yaml"
     _set(params, "  max_questions: 10", "  max_questions: 8")
     proc = run(["dvc", "repro"], repo)
-    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
-        "Running stage 'evaluate':", "Running stage 'report':"]
+    ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
+    assert sorted(ran[:3]) == ["Running stage 'evaluate@base':", "Running stage 'evaluate@rl':",
+                               "Running stage 'evaluate@sft':"] and ran[3:] == [
+        "Running stage 'metrics':", "Running stage 'report':"], ran
+    assert json.loads((repo / "results/metrics.json").read_text())["agent_rl"]["nq"]["n"] == 8
     # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world; the warm-up data
     # holds retrieved documents, so it is rewritten and the SFT model retrained
     _set(params, "    k1: 0.9", "    k1: 1.2")
     _set(params, "  method: bm25", "  method: dense")
     proc = run(["dvc", "repro"], repo)
-    assert [l for l in proc.stdout.splitlines() if l.startswith("Running stage")] == [
-        "Running stage 'sft_data':", "Running stage 'sft':", "Running stage 'rl':", "Running stage 'evaluate':",
-        "Running stage 'report':"]
+    assert sorted(l for l in proc.stdout.splitlines() if l.startswith("Running stage")) == sorted(
+        f"Running stage '{s}':" for s in ("sft_data", "sft", "rl", "evaluate@base", "evaluate@sft", "evaluate@rl",
+                                          "metrics", "report"))
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
     proc = run(["dvc", "repro"], repo)

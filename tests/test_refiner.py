@@ -81,7 +81,18 @@ def test_accuracy_counts_exact_steps_and_accept_reject():
              [0.6, 0.2, 0.2]]     # flawed at 1, accepted: wrong on both
     acc = accuracy(probs, [0, 1, 2, 1], RefinerConfig())
     assert acc == {"n": 4, "exact": 0.5, "accept_reject": 0.75, "flawed_recall": 0.6667, "clean_accept": 1.0,
-                   "revise_rate": 0.5}
+                   "revise_rate": 0.5, "auc": 1.0}
+
+
+def test_decision_auc_ranks_p_accept_of_clean_above_flawed():
+    from searchr2.refiner import decision_auc
+
+    # clean P(0): 0.8, 0.4; flawed P(0): 0.5, 0.4, 0.1 -> pairs won: (0.8: 3) + (0.4: tie, win) = 4.5 of 6
+    probs = [[0.8, 0.2], [0.5, 0.5], [0.4, 0.6], [0.4, 0.6], [0.1, 0.9]]
+    assert decision_auc(probs, [0, 1, 0, 2, 1]) == 0.75
+    assert decision_auc(probs, [1, 0, 1, 0, 0]) == 0.25      # the classes swapped: 1 - 0.75
+    assert decision_auc([[0.7, 0.3]] * 4, [0, 1, 0, 1]) == 0.5    # a constant refiner cannot rank
+    assert decision_auc(probs, [0] * 5) is None and decision_auc(probs, [1] * 5) is None
 
 
 def test_refine_accepts_or_cuts_keeps_the_prefix_and_regenerates(tiny, traj, monkeypatch):

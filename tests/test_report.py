@@ -18,7 +18,8 @@ def _metrics(systems: dict[str, list[float | None]]) -> dict:
     for name, ems in systems.items():
         out[name] = {s: {"em": v, "n": 20} for s, v in zip(SETS, ems) if v is not None}
         out[name]["avg"] = {"em": 0.0}
-    out["refiner"] = {"sft": {"n": 60, "exact": 0.5, "accept_reject": 0.5, "revise_rate": 0.0}}
+    out["refiner"] = {"sft": {"n": 60, "exact": 0.5, "accept_reject": 0.5, "revise_rate": 0.0, "auc": 0.7125},
+                      "base": {"n": 60, "exact": 0.1, "accept_reject": 0.5, "revise_rate": 1.0}}   # before AUC
     return out
 
 
@@ -60,6 +61,7 @@ def test_report_writes_tables_plots_and_labels(tmp_path):
     assert done["incomplete"] == {"agent_rl": ["bamboogle"]} and done["rl_curves"] == ["reward", "em", "kl"]
     assert "the embedded fictional world" in text and "GRPO run (35.0)" in text and "43.1" in text
     assert "| agent, SFT warm-up | 20.0 |" in text
+    assert "| sft | 50.0 | 50.0 | 0.0 | 71.2 | 60 |" in text and "| base | 10.0 | 50.0 | 100.0 | – | 60 |" in text
     for name in ("em.csv", "em_by_set.png", "rl_curves.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
