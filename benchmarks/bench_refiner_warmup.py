@@ -6,7 +6,8 @@
 Builds ``--examples`` labelled meta prompts with the ``sft_data`` stage's own code (the params'
 world, index, teacher and corruptions; the same 60 held-out examples as the pipeline, checked),
 fine-tunes ``--model`` on them alone with the ``sft`` stage's loop and params (``--lr`` / ``--epochs`` /
-``--freeze-layers`` override), and scores the held-out examples before and after. Besides the
+``--freeze-layers`` override), and scores the held-out examples before and after (and, after, as many
+of the examples it was trained on: whether it fits them at all). Besides the
 stage's metrics (exact first flawed step, accept/revise agreement) it reports the one number that
 does not depend on the revise threshold: the AUC of P(0) between clean and flawed trajectories, in all
 and for each kind of flaw against the clean ones
@@ -73,22 +74,21 @@ def main() -> None:
     pipeline_heldout = load_labelled_meta_prompts(SFT_REFINER_HELDOUT)
     if [r["token_ids"] for r in heldout] != [r["token_ids"] for r in pipeline_heldout]:
         raise SystemExit(f"the held-out examples differ from {SFT_REFINER_HELDOUT}: rerun `dvc repro sft_data`")
-    labels = [r["label"] for r in heldout]
-
-    def score(model_dir) -> dict:
+    def score(model_dir, examples) -> dict:
         model = load_model(model_dir, "float32", "cpu")
-        probs = decision_distributions(model, tokenizer, [r["token_ids"][:-1] for r in heldout],
-                                       [r["n_steps"] for r in heldout], p.refiner.batch_size)
+        labels = [r["label"] for r in examples]
+        probs = decision_distributions(model, tokenizer, [r["token_ids"][:-1] for r in examples],
+                                       [r["n_steps"] for r in examples], p.refiner.batch_size)
         p0 = {"clean": [q[0] for q, y in zip(probs, labels) if y == 0],
               "flawed": [q[0] for q, y in zip(probs, labels) if y > 0]}
-        kinds = sorted({str(r["corruption"]) for r in heldout if r["label"] > 0})
-        by_kind = {k: decision_auc(*zip(*[(q, y) for q, y, r in zip(probs, labels, heldout)
+        kinds = sorted({str(r["corruption"]) for r in examples if r["label"] > 0})
+        by_kind = {k: decision_auc(*zip(*[(q, y) for q, y, r in zip(probs, labels, examples)
                                           if y == 0 or str(r["corruption"]) == k])) for k in kinds}
         return {**accuracy(probs, labels, p.refiner), "auc_by_corruption": by_kind,
                 "mean_p0_clean": round(sum(p0["clean"]) / len(p0["clean"]), 4),
                 "mean_p0_flawed": round(sum(p0["flawed"]) / len(p0["flawed"]), 4)}
 
-    before = score(args.model)
+    before = score(args.model, heldout)
     print(f"[bench] before: {before}", flush=True)
     with tempfile.TemporaryDirectory(prefix="refiner_warmup_") as tmp:
         path = Path(tmp) / "refiner.jsonl"
@@ -97,15 +97,17 @@ def main() -> None:
         t0 = time.perf_counter()
         train = train_sft(sft_cfg, data, args.model, Path(tmp) / "model", Path(tmp) / "ckpt")
         train_s = time.perf_counter() - t0
-        after = score(Path(tmp) / "model")
-    print(f"[bench] after: {after}", flush=True)
+        after = score(Path(tmp) / "model", heldout)
+        # as many of its own training examples as there are held-out ones: fitted, or not even that?
+        fitted = score(Path(tmp) / "model", refiner[:len(heldout)])
+    print(f"[bench] after: {after}\n[bench] on {len(heldout)} of its training examples: {fitted}", flush=True)
     result = {
         "examples": len(refiner), "labels": summary["refiner_labels"], "corruptions": summary["refiner_corruptions"],
         "tokens": summary["refiner_tokens"], "start_model": args.model,
         "sft": {k: v for k, v in dataclasses.asdict(sft_cfg).items()},
         "build_seconds": round(build_s, 1), "train_seconds": round(train_s, 1),
         "train": {k: train.get(k) for k in ("steps", "train_tokens", "tokens_per_s", "first_loss", "final_loss") if k in train},
-        "heldout_before": before, "heldout_after": after,
+        "heldout_before": before, "heldout_after": after, "train_examples_after": fitted,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }

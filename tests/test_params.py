@@ -26,11 +26,12 @@ def test_profiles_differ_where_they_should():
     assert smoke.world.n_entities < default.world.n_entities
 
 
-def test_cpu_study_changes_only_the_rl_run_and_what_is_evaluated():
-    """The study profile must reuse every cached stage before rl: only rl and evaluate params differ."""
+def test_cpu_study_changes_only_the_rl_run():
+    """The study profile must reuse every cached stage before rl, and the base and SFT models' evaluations:
+    only rl params differ (the profile label is no evaluation param)."""
     default, study = load_params(ROOT / "params.yaml"), load_params(ROOT / "configs/cpu-study.yaml")
     differ = {name for name in SECTIONS if default.sections[name] != study.sections[name]}
-    assert differ == {"rl", "evaluate"}
+    assert differ == {"rl"}
     assert study.rl.steps * study.rl.questions_per_step > default.rl.steps * default.rl.questions_per_step
 
 
