@@ -104,6 +104,12 @@ def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
     return save_figure(fig, out)
 
 
+def _pipeline_order(item) -> tuple:
+    """base, sft, rl first, in the order the pipeline makes them (metrics.json stores keys sorted)."""
+    order = ("base", "sft", "rl")
+    return (order.index(item[0]) if item[0] in order else len(order), item[0])
+
+
 def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,
                  corpus_label: str) -> dict:
     """Write ``out_md``, ``assets/em.csv``, ``assets/em_by_set.png`` and (when the rl run logged
@@ -142,7 +148,7 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
                                     [[m, fmt_cell(100 * v["exact"]), fmt_cell(100 * v["accept_reject"]),
                                       fmt_cell(100 * v["revise_rate"]),
                                       fmt_cell(100 * v["auc"]) if v.get("auc") is not None else "–", str(v["n"])]
-                                     for m, v in metrics["refiner"].items()]))
+                                     for m, v in sorted(metrics["refiner"].items(), key=_pipeline_order)]))
     parts += [
         "\n## Published (SPEC §7), for reference only\n\n"
         "Real benchmarks, full test/dev sets, not comparable cell by cell with the table above unless this "

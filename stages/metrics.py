@@ -1,7 +1,7 @@
 """Stage `metrics`: the per-model evaluations merged into one table.
 
 Reads results/eval/<model>/metrics.json and timing.json (stages evaluate@base, @sft, @rl); writes
-results/metrics.json (per system in `evaluate.systems` order: EM, F1 and cover-EM ×100 per set and
+results/metrics.json (for each system of `evaluate.systems`: EM, F1 and cover-EM ×100 per set and
 on average; `refiner.<model>`: the Meta-Refiner's accuracy; what `dvc exp show` displays) and
 results/eval_timing.json. Seconds.
 """

@@ -61,7 +61,7 @@ def test_report_writes_tables_plots_and_labels(tmp_path):
     assert done["incomplete"] == {"agent_rl": ["bamboogle"]} and done["rl_curves"] == ["reward", "em", "kl"]
     assert "the embedded fictional world" in text and "GRPO run (35.0)" in text and "43.1" in text
     assert "| agent, SFT warm-up | 20.0 |" in text
-    assert "| sft | 50.0 | 50.0 | 0.0 | 71.2 | 60 |" in text and "| base | 10.0 | 50.0 | 100.0 | – | 60 |" in text
+    assert "| base | 10.0 | 50.0 | 100.0 | – | 60 |\n| sft | 50.0 | 50.0 | 0.0 | 71.2 | 60 |" in text   # pipeline order
     for name in ("em.csv", "em_by_set.png", "rl_curves.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 

@@ -100,3 +100,33 @@ def test_sft_data_stage_names_the_train_record_without_answers(repo_copy):
     (qa / "hotpotqa/train.jsonl").unlink()
     proc = run([sys.executable, "-m", "stages.sft_data"], repo_copy, check=False)
     assert proc.returncode == 2 and "hotpotqa/train.jsonl: no train split" in proc.stderr, proc.stderr
+
+
+def test_metrics_stage_merges_the_models_evaluations_and_names_a_missing_one(repo_copy):
+    ev = repo_copy / "results/eval"
+    scores = {"nq": {"em": 10.0, "n": 2}, "avg": {"em": 10.0}}
+
+    def part(model, systems, refiner=None):
+        (ev / model).mkdir(parents=True, exist_ok=True)
+        (ev / model / "metrics.json").write_text(json.dumps({**{s: scores for s in systems},
+                                                             **({"refiner": refiner} if refiner else {})}))
+        (ev / model / "timing.json").write_text(json.dumps({s: {"seconds": 1.0} for s in systems}))
+
+    before = (repo_copy / "results/metrics.json").read_text()
+    part("base", ["direct", "rag", "agent_base"], {"exact": 0.1})
+    part("rl", ["agent_rl"], {"exact": 0.5})
+    proc = run([sys.executable, "-m", "stages.metrics"], repo_copy, check=False)
+    assert proc.returncode == 2 and "results/eval/sft/metrics.json: missing; run `dvc repro evaluate@sft`" in proc.stderr
+    part("sft", [])                       # evaluated, but not the system the params list
+    proc = run([sys.executable, "-m", "stages.metrics"], repo_copy, check=False)
+    assert proc.returncode == 2 and "results/eval/sft/metrics.json: field 'agent_sft': no results" in proc.stderr
+    assert (repo_copy / "results/metrics.json").read_text() == before       # nothing half-merged
+    part("sft", ["agent_sft"], {"exact": 0.3})
+    run([sys.executable, "-m", "stages.metrics"], repo_copy)
+    merged = json.loads((repo_copy / "results/metrics.json").read_text())
+    assert set(merged) == {"profile", "world", "direct", "rag", "agent_base", "agent_sft", "agent_rl", "refiner"}
+    assert merged["refiner"] == {"base": {"exact": 0.1}, "sft": {"exact": 0.3}, "rl": {"exact": 0.5}}
+    assert set(json.loads((repo_copy / "results/eval_timing.json").read_text())) == {
+        "direct", "rag", "agent_base", "agent_sft", "agent_rl"}
+    proc = run([sys.executable, "-m", "stages.evaluate", "ppo"], repo_copy, check=False)
+    assert proc.returncode == 1 and "usage: python -m stages.evaluate {base|sft|rl}" in proc.stderr
