@@ -6,6 +6,7 @@ Bugs still raise normally, with their traceback.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -39,6 +40,17 @@ SFT_CHECKPOINTS = Path("data/checkpoints/sft")           # resumable training st
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("OPENAI_API_KEY", "unused-offline")  # pyserini imports an OpenAI client at import time
+
+
+def read_stage_json(path: Path, made_by: str) -> dict:
+    """A JSON file another stage wrote: missing, it names the stage to run (``made_by``); broken, it is an
+    :class:`InputError` naming the file and line."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run `dvc repro {made_by}`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
 
 
 def run_stage(name: str, main: Callable[[], dict | None]) -> None:

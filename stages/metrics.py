@@ -5,28 +5,17 @@ results/metrics.json (for each system of `evaluate.systems`: EM, F1 and cover-EM
 on average; `refiner.<model>`: the Meta-Refiner's accuracy; what `dvc exp show` displays) and
 results/eval_timing.json. Seconds.
 """
-import json
-
 from searchr2.evaluation import MODELS, merge_model_results
-from searchr2.io import InputError, write_json
+from searchr2.io import write_json
 from searchr2.params import load_params
-from searchr2.stage import EVAL_DIR, RESULTS, run_stage
-
-
-def _read(path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `dvc repro evaluate@{path.parent.name}`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON: {e.msg}", line=e.lineno) from None
+from searchr2.stage import EVAL_DIR, RESULTS, read_stage_json, run_stage
 
 
 def main():
     p = load_params()
     where = {model: EVAL_DIR / model / "metrics.json" for model in MODELS}
-    parts = {model: _read(path) for model, path in where.items()}
-    timing = {model: _read(EVAL_DIR / model / "timing.json") for model in MODELS}
+    parts = {model: read_stage_json(path, f"evaluate@{model}") for model, path in where.items()}
+    timing = {model: read_stage_json(EVAL_DIR / model / "timing.json", f"evaluate@{model}") for model in MODELS}
     metrics = merge_model_results(parts, p.evaluate.systems, where)
     write_json(RESULTS / "metrics.json", {"profile": p.profile, "world": p.data.source == "world", **metrics})
     write_json(RESULTS / "eval_timing.json", {s: t for model in MODELS for s, t in timing[model].items()

@@ -1,15 +1,12 @@
 """Stage `report`: results/report.md, the paper-style table of this run beside the published rows.
 
-Reads results/metrics.json (stage evaluate) and the rl stage's dvclive curves in results/rl/; writes
+Reads results/metrics.json (stage metrics) and the rl stage's dvclive curves in results/rl/; writes
 results/report.md, results/report/em.csv, results/report/em_by_set.png and
-results/report/rl_curves.png. Cheap (seconds): it reruns whenever evaluate does.
+results/report/rl_curves.png. Cheap (seconds): it reruns whenever the metrics do.
 """
-import json
-
-from searchr2.io import InputError
 from searchr2.params import load_params
 from searchr2.report import write_report
-from searchr2.stage import RESULTS, run_stage
+from searchr2.stage import RESULTS, read_stage_json, run_stage
 
 METRICS = RESULTS / "metrics.json"
 
@@ -23,12 +20,7 @@ def corpus_label(p) -> str:
 
 def main():
     p = load_params()
-    if not METRICS.exists():
-        raise FileNotFoundError(f"{METRICS}: no metrics; run the `evaluate` stage first")
-    try:
-        metrics = json.loads(METRICS.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(METRICS, f"not valid JSON: {e.msg}", line=e.lineno) from None
+    metrics = read_stage_json(METRICS, "metrics")
     done = write_report(metrics, RESULTS / "rl", RESULTS / "report.md", RESULTS / "report", p.profile,
                         corpus_label(p))
     for system, missing in done["incomplete"].items():

@@ -81,3 +81,7 @@ def test_stage_names_a_broken_metrics_file(tmp_path):
                           env={**ENV, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "results/metrics.json" in proc.stderr and "not valid JSON" in proc.stderr
+    (tmp_path / "results" / "metrics.json").unlink()
+    proc = subprocess.run([sys.executable, "-m", "stages.report"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**ENV, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "results/metrics.json: missing; run `dvc repro metrics`" in proc.stderr
