@@ -20,10 +20,11 @@ from searchr2.io import InputError, read_jsonl
 from searchr2.metrics import cover_exact_match, exact_match, f1_score
 from searchr2.refiner import RefinerConfig, accuracy, decision_distributions
 from searchr2.rollout import RolloutConfig, Trajectory
+from searchr2.stage import MODEL_NAMES
 
 METRICS = ("em", "f1", "cover_em")
 BASELINES = ("direct", "rag")
-MODELS = ("base", "sft", "rl")      # the pipeline's models; the evaluate stage runs once per model
+MODELS = MODEL_NAMES                # the pipeline's models; the evaluate stage runs once per model
 
 
 def system_model(system: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from searchr2.io import atomic_file
 from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SET_LABELS, SETS, TABLE2, PublishedRow
+from searchr2.stage import MODEL_NAMES
 
 SYSTEM_LABELS = {
     "direct": "Direct (base model)",
@@ -106,7 +107,7 @@ def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
 
 def _pipeline_order(item) -> tuple:
     """base, sft, rl first, in the order the pipeline makes them (metrics.json stores keys sorted)."""
-    order = ("base", "sft", "rl")
+    order = MODEL_NAMES
     return (order.index(item[0]) if item[0] in order else len(order), item[0])
 
 

@@ -21,6 +21,7 @@ QA_DIR = Path("data/qa")
 CORPUS_DIR = Path("data/corpus")
 CORPUS = CORPUS_DIR / "corpus.jsonl"
 MODELS = Path("data/models")
+MODEL_NAMES = ("base", "sft", "rl")                     # the pipeline's models, in the order it makes them
 BASE_MODEL = MODELS / "base"
 BM25_INDEX = Path("data/index/bm25")
 DENSE_INDEX = Path("data/index/dense")
@@ -73,5 +74,5 @@ def run_stage(name: str, main: Callable[[], dict | None]) -> None:
 
 
 def model_dir(name: str) -> Path:
-    """Directory of one of the pipeline's models: base, sft or rl."""
+    """Directory of one of the pipeline's models (:data:`MODEL_NAMES`)."""
     return MODELS / name

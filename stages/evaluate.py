@@ -27,30 +27,36 @@ from searchr2.rollout import rollout
 from searchr2.stage import EVAL_DIR, INDEX_DIR, QA_DIR, SFT_REFINER_HELDOUT, model_dir, run_stage
 
 
+def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict, dict | None]:
+    """Answer every eval set with each system (predictions written under ``out``) and, for an agent
+    system, score the model's Meta-Refiner on the held-out labelled trajectories."""
+    cfg = greedy(p.rollout)
+    sets = {name: load_eval_set(QA_DIR, name, p.evaluate.max_questions) for name in p.data.test_sets}
+    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
+    path = model_dir(model_name)
+    model, tok = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device)), load_tokenizer(path)
+    metrics, timing, refiner = {}, {}, None
+    for system in systems:
+        if system.startswith("agent_") and (heldout := load_labelled_meta_prompts(SFT_REFINER_HELDOUT)):
+            refiner = score_refiner(model, tok, heldout, p.refiner, p.refiner.batch_size)
+            print(f"[evaluate] refiner accuracy of {model_name}: {refiner}")
+        answer = {
+            "direct": lambda qs: answer_direct(model, tok, qs, cfg),
+            "rag": lambda qs: answer_rag(model, tok, retriever, qs, cfg),
+        }.get(system, lambda qs: rollout(model, tok, retriever, qs, cfg))
+        rows, metrics[system], timing[system] = run_system(answer, sets, tok, p.evaluate.chunk_size, system)
+        for name, set_rows in rows.items():
+            write_jsonl(out / "predictions" / system / f"{name}.jsonl", set_rows)
+    return metrics, timing, refiner
+
+
 def main(model_name: str):
     p = load_params()
     systems = [s for s in p.evaluate.systems if system_model(s) == model_name]
-    metrics, timing, refiner = {}, {}, None
+    if not systems:
+        print(f"[evaluate] evaluate.systems names no system of the {model_name} model; nothing to score")
     with atomic_dir(EVAL_DIR / model_name) as out:
-        if systems:
-            cfg = greedy(p.rollout)
-            sets = {name: load_eval_set(QA_DIR, name, p.evaluate.max_questions) for name in p.data.test_sets}
-            retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
-            path = model_dir(model_name)
-            model, tok = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device)), load_tokenizer(path)
-        for system in systems:
-            if system.startswith("agent_") and (heldout := load_labelled_meta_prompts(SFT_REFINER_HELDOUT)):
-                refiner = score_refiner(model, tok, heldout, p.refiner, p.refiner.batch_size)
-                print(f"[evaluate] refiner accuracy of {model_name}: {refiner}")
-            answer = {
-                "direct": lambda qs: answer_direct(model, tok, qs, cfg),
-                "rag": lambda qs: answer_rag(model, tok, retriever, qs, cfg),
-            }.get(system, lambda qs: rollout(model, tok, retriever, qs, cfg))
-            rows, metrics[system], timing[system] = run_system(answer, sets, tok, p.evaluate.chunk_size, system)
-            for name, set_rows in rows.items():
-                write_jsonl(Path(out) / "predictions" / system / f"{name}.jsonl", set_rows)
-        if not systems:
-            print(f"[evaluate] evaluate.systems names no system of the {model_name} model; nothing to score")
+        metrics, timing, refiner = score(p, model_name, systems, Path(out)) if systems else ({}, {}, None)
         write_json(Path(out) / "metrics.json", {**metrics, **({"refiner": refiner} if refiner else {})})
         write_json(Path(out) / "timing.json", timing)
 

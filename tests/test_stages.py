@@ -130,3 +130,18 @@ def test_metrics_stage_merges_the_models_evaluations_and_names_a_missing_one(rep
         "direct", "rag", "agent_base", "agent_sft", "agent_rl"}
     proc = run([sys.executable, "-m", "stages.evaluate", "ppo"], repo_copy, check=False)
     assert proc.returncode == 1 and "usage: python -m stages.evaluate {base|sft|rl}" in proc.stderr
+
+
+def test_evaluate_stage_with_no_system_of_its_model_writes_an_empty_part(repo_copy):
+    """`evaluate.systems` may leave a model out (e.g. only agent_rl): its stage loads nothing and writes
+    an empty part, which the metrics stage reads as "nothing asked", not as a missing evaluation."""
+    params = repo_copy / "params.yaml"
+    text = params.read_text()
+    line = next(l for l in text.splitlines() if l.strip().startswith("systems:"))
+    params.write_text(text.replace(line, "  systems: [agent_rl]"))
+    (repo_copy / "data/models/base").mkdir(parents=True, exist_ok=True)   # no model in it: must not be loaded
+    proc = run([sys.executable, "-m", "stages.evaluate", "base"], repo_copy)
+    assert "names no system of the base model; nothing to score" in proc.stdout
+    part = repo_copy / "results/eval/base"
+    assert json.loads((part / "metrics.json").read_text()) == {} and json.loads((part / "timing.json").read_text()) == {}
+    assert not (part / "predictions").exists()
