@@ -43,7 +43,8 @@ class Arm:
         from accelerate import Accelerator
 
         from searchr2.grpo import TokenLogProbs
-        from searchr2.sft import _optimizer, freeze_bottom, load_model
+        from searchr2.models import load_model
+        from searchr2.sft import _optimizer, freeze_bottom
 
         self.name, self.p, self.cfg, self.refiner_cfg, self.reward_cfg, self.judge = (
             name, p, rl_cfg, refiner_cfg, reward_cfg, judge)

@@ -50,6 +50,7 @@ from typing import Protocol, Sequence
 import torch
 import torch.nn.functional as F
 
+from searchr2.distributed import zero_stage
 from searchr2.sft import IGNORE, Record, collate, plan_micro_batches
 
 #: log-ratios (logp − old, ref − logp) are clamped to ±this before exponentiating, so a policy that
@@ -464,8 +465,20 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
                                           reduction="sum").item())
     scale = accelerator.num_processes
     first_old: list[torch.Tensor] = []                     # π_old per micro-batch, when read off the first epoch
+    real = len(plan)
+    if accelerator.num_processes > 1 and zero_stage(accelerator) >= 2:
+        # ZeRO-2 reduce-scatters the gradients of every backward pass, ZeRO-3 also gathers each layer's
+        # weights in every forward, all processes together: so all must run as many micro-batches, and
+        # the shorter shares repeat their last one at loss 0
+        most = int(accelerator.gather(torch.tensor([real], device=device)).max().item())
+        plan += [plan[-1]] * (most - real)
+        batches += [batches[-1]] * (most - real)
 
     totals = dict.fromkeys((*_TOKEN_STATS, *_SEQUENCE_STATS, *_SUMMED_STATS, "tokens", "sequences"), 0.0)
+
+    def where(epoch: int):
+        return step if cfg.ppo_epochs == 1 else f"{step} (epoch {epoch + 1} of {cfg.ppo_epochs})"
+
     grad_norms, lr = [], optimizer.param_groups[0]["lr"]
     for epoch in range(cfg.ppo_epochs):
         epoch_loss = 0.0
@@ -476,6 +489,12 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
             accelerator.sync_gradients = last             # DDP all-reduces only at the step boundary
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 logp = model(**batch)
+                if b >= real:                             # a ZeRO lockstep repeat: no gradient, no statistics
+                    loss = logp.sum() * 0.0
+                    if last:
+                        _check_step_loss(accelerator, epoch_loss, where(epoch), cfg.loss_limit, optimizer)
+                    accelerator.backward(loss)
+                    continue
                 if old_logp is not None:
                     old = _pad([old_logp[i] for i in group], width, device)
                 elif epoch == 0:                          # no step taken yet: the current policy is π_old
@@ -489,20 +508,20 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
                                         batch["loss_mask"], cfg.clip_eps, cfg.kl_coef,
                                         torch.tensor([weights[i] for i in group], device=device), normalizer,
                                         coefs[b].to(device))
+                epoch_loss += stats["loss"]
+                if last:
+                    # the step's loss over all processes decides whether the weights may change; checked
+                    # before the last backward, because DeepSpeed takes its optimizer step inside it
+                    _check_step_loss(accelerator, epoch_loss, where(epoch), cfg.loss_limit, optimizer)
                 accelerator.backward(loss * scale)
-            epoch_loss += stats["loss"]
             _accumulate(totals, stats)
 
-        # the step's loss over all processes decides whether the weights may change
-        step_loss = float(accelerator.reduce(torch.tensor([epoch_loss], dtype=torch.float64, device=device),
-                                             reduction="sum").item())
-        where = step if cfg.ppo_epochs == 1 else f"{step} (epoch {epoch + 1} of {cfg.ppo_epochs})"
         try:
-            check_finite(step_loss, where, cfg.loss_limit)
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             grad_norm = float("nan") if norm is None else float(norm)    # DeepSpeed clips inside and returns None
             if norm is not None and not math.isfinite(grad_norm):
-                raise DivergenceError(f"rl step {where}: the gradient norm is {grad_norm}; the policy has diverged")
+                raise DivergenceError(f"rl step {where(epoch)}: the gradient norm is {grad_norm}; "
+                                      "the policy has diverged")
         except DivergenceError:
             optimizer.zero_grad(set_to_none=True)         # leave no poisoned gradient behind
             raise
@@ -512,6 +531,18 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
         optimizer.zero_grad(set_to_none=True)
         grad_norms.append(grad_norm)
     return _summarise(accelerator, totals, grad_norms, lr, cfg.ppo_epochs)
+
+
+def _check_step_loss(accelerator, own_loss: float, where, limit: float, optimizer) -> None:
+    """:func:`check_finite` on the step's loss summed over all processes (every process calls this once
+    per optimizer step); on failure the gradients accumulated so far are dropped before raising."""
+    total = float(accelerator.reduce(torch.tensor([own_loss], dtype=torch.float64, device=accelerator.device),
+                                     reduction="sum").item())
+    try:
+        check_finite(total, where, limit)
+    except DivergenceError:
+        optimizer.zero_grad(set_to_none=True)
+        raise
 
 
 def select_for_update(advantages: Sequence[float], weights: Sequence[float], cfg: GRPOConfig) -> list[int]:

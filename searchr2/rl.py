@@ -43,9 +43,10 @@ from searchr2.metrics import exact_match
 from searchr2.refiner import RefinerConfig, refine, review_hook
 from searchr2.reward import RewardConfig, score, summarize
 from searchr2.rollout import RolloutConfig, rollout
-from searchr2.sft import (MIXED_PRECISION, _optimizer, accelerate_precision, clean_checkpoints, fingerprint,
-                          freeze_bottom, latest_checkpoint, load_model, pick_device, remove_checkpoints,
-                          save_checkpoint, trim_live_plots)
+from searchr2.distributed import (MIXED_PRECISION, frozen_copy, full_weights, lm_state_dict, load_trainable_lm,
+                                  make_accelerator, zero_stage)
+from searchr2.sft import (_optimizer, clean_checkpoints, fingerprint, freeze_bottom, latest_checkpoint,
+                          remove_checkpoints, save_checkpoint, trim_live_plots)
 
 
 @dataclass(frozen=True)
@@ -205,10 +206,13 @@ def with_lora(lm: torch.nn.Module, cfg: RLConfig):
                                          target_modules="all-linear", bias="none"))
 
 
-def export_model(policy: torch.nn.Module, peft_model, out_dir) -> None:
-    """Save the policy as a plain Hugging Face model directory; LoRA adapters are merged into a copy."""
+def export_model(policy: torch.nn.Module, peft_model, out_dir, state: dict | None = None) -> None:
+    """Save the policy as a plain Hugging Face model directory; LoRA adapters are merged into a copy.
+
+    ``state``: the policy's whole state dict (:func:`searchr2.distributed.lm_state_dict`), the weights to
+    save when they are not all on this process (ZeRO-3); None saves ``policy``'s own."""
     if peft_model is None:
-        policy.save_pretrained(out_dir)
+        policy.save_pretrained(out_dir, state_dict=state)
         return
     import copy
 
@@ -254,26 +258,27 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
              records: list[dict], tokenizer, retriever, judge, base_dir: Path, out_dir: Path, checkpoint_dir: Path,
              best_dir: Path, live_dir: Path | None, data_files: dict) -> dict:
     """Run (or resume) the RL training of the model in ``base_dir``; write the best-validated model to ``out_dir``."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_constant_schedule_with_warmup
 
-    device = pick_device(cfg.device)
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=accelerate_precision(cfg.mixed_precision))
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "rl")
+    if cfg.lora_rank and zero_stage(accelerator) == 3:
+        raise ValueError("rl.lora_rank > 0 is not supported under DeepSpeed ZeRO-3 (the adapters are merged on "
+                         "one process); use DDP or ZeRO-2, or lora_rank 0")
     set_seed(cfg.seed)
     pool, val = split_questions(records, cfg)
     run_id = _run_fingerprint(cfg, {"rollout": asdict(rollout_cfg), "refiner": asdict(refiner_cfg),
                                     "reward": asdict(reward_cfg)}, data_files, base_dir, accelerator.num_processes)
 
-    lm = load_model(base_dir, "float32", str(accelerator.device))
+    lm = load_trainable_lm(accelerator, base_dir)
     freeze_bottom(lm, cfg.freeze_layers)
     peft_model = with_lora(lm, cfg) if cfg.lora_rank else None
     if peft_model is not None:
         lm = peft_model.get_base_model()     # the same modules, LoRA layers injected: generate and train as usual
     reference = None
     if cfg.kl_coef > 0:
-        reference = load_model(base_dir, "float32", str(accelerator.device)).eval().requires_grad_(False)
+        reference = frozen_copy(accelerator, base_dir)
     model = TokenLogProbs(lm)
     optimizer = _optimizer(lm, cfg)
     # a prepared scheduler advances once per process at every step, so its warm-up is sized for all of them
@@ -310,7 +315,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
 
     def validate_and_keep(step: int) -> None:
-        hits = validation_hits(policy, tokenizer, retriever, shard(val, accelerator), rollout_cfg)
+        with full_weights(accelerator, model):
+            hits = validation_hits(policy, tokenizer, retriever, shard(val, accelerator), rollout_cfg)
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -319,9 +325,10 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         progress["val"].append({"step": step, "em": em})
         if progress["best_val_em"] is None or em >= progress["best_val_em"]:   # ties: the more trained model
             progress.update(best_val_em=em, best_step=step)
+            state = lm_state_dict(accelerator, model) if peft_model is None else None   # every process gathers
             if main:
                 with atomic_dir(best_dir) as tmp:
-                    export_model(policy, peft_model, tmp)
+                    export_model(policy, peft_model, tmp, state)
                     tokenizer.save_pretrained(tmp)
             accelerator.wait_for_everyone()
         if main:
@@ -336,8 +343,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     for step in range(resumed_from + 1, cfg.steps + 1):
         start = time.perf_counter()
         batch = shard(step_questions(pool, cfg, step), accelerator)
-        sequences, advantages, weights, metrics, timings = rl_step(
-            policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank)
+        with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
+            sequences, advantages, weights, metrics, timings = rl_step(
+                policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank)
         t0 = time.perf_counter()
         stats = update_policy(accelerator, model, reference, optimizer, scheduler, sequences, advantages, weights,
                               cfg, step)
@@ -373,7 +381,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     summary = {"steps": progress["step"], "resumed_from_step": resumed_from, "seconds": round(progress["seconds"], 1),
                "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
                "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],
-               "fingerprint": run_id}
+               "processes": world, "zero_stage": zero_stage(accelerator), "fingerprint": run_id}
     if live is not None:
         for key in ("best_step", "best_val_em"):
             live.summary[key] = summary[key]

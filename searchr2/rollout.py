@@ -352,9 +352,11 @@ def _run_generate(model, tokenizer, input_ids, attention, cache, limits: list[in
     cuda = [device.index or 0] if getattr(device, "type", "cpu") == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.inference_mode():
         torch.manual_seed(seed)
+        # synced_gpus off: a process never waits on another's generation length (under ZeRO-3, which turns it
+        # on by default, the trainers gather the whole weights before generating: searchr2.distributed)
         out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                              past_key_values=cache, generation_config=gen_cfg,
-                             stopping_criteria=StoppingCriteriaList([stopper]))
+                             stopping_criteria=StoppingCriteriaList([stopper]), synced_gpus=False)
     sequences = out.sequences.cpu()
     result = []
     for r, row in enumerate(sequences[:, width:].tolist()):

@@ -51,13 +51,13 @@ import torch
 import torch.nn.functional as F
 
 from searchr2.io import InputError, atomic_dir, read_jsonl, require_field
-from searchr2.models import PROVENANCE_FILE, load_model, pick_device
+from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
+from searchr2.models import PROVENANCE_FILE
 
 #: label value of positions without loss (what torch's cross-entropy and HF models ignore)
 IGNORE = -100
 #: records are length-sorted within windows of this many (after a seeded shuffle) before packing
 SORT_WINDOW = 256
-MIXED_PRECISION = ("fp32", "bf16", "fp16")   # fp32 = no autocast ("no" would read as false in YAML)
 DEVICES = ("cpu", "cuda", "auto")
 PROGRESS_FILE = "progress.json"
 _CHECKPOINT = re.compile(r"step-(\d+)")
@@ -469,16 +469,6 @@ def check_freeze_layers(cfg: SFTConfig, base_dir: Path) -> None:
                                                    f"this model has {n_layers}", field="num_hidden_layers")
 
 
-def _load_lm(accelerator, base_dir: Path):
-    from accelerate.utils import DistributedType
-    from transformers import AutoModelForCausalLM
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        # ZeRO-3 partitions the weights while loading; they must not be moved afterwards
-        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    return load_model(base_dir, "float32", str(accelerator.device))
-
-
 def freeze_bottom(lm: torch.nn.Module, n_layers: int) -> None:
     """Freeze the input embeddings and the first ``n_layers`` decoder layers (nothing when 0)."""
     if n_layers == 0:
@@ -505,12 +495,11 @@ def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Pat
     with the base model's tokenizer and a provenance file."""
     from transformers import AutoTokenizer
 
-    state = accelerator.get_state_dict(model)        # every process takes part (ZeRO-3 gathers here)
+    state = lm_state_dict(accelerator, model)        # every process takes part (ZeRO-3 gathers here)
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
         dtype = _base_dtype(base_dir)
-        weights = {k.removeprefix("lm."): (v.to(dtype) if v.is_floating_point() else v).cpu()
-                   for k, v in state.items()}
+        weights = {k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in state.items()}
         with atomic_dir(out_dir) as tmp:
             lm.config.dtype = dtype
             lm.save_pretrained(tmp, state_dict=weights)
@@ -520,20 +509,6 @@ def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Pat
 
 
 # -------------------------------------------------------------------------------------------- train
-
-def accelerate_precision(name: str) -> str:
-    """Accelerate's name for a mixed_precision param value (it calls fp32 "no")."""
-    return "no" if name == "fp32" else name
-
-
-def _make_accelerator(cfg: SFTConfig):
-    from accelerate import Accelerator
-
-    device = pick_device(cfg.device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("sft.device is cuda but no CUDA device is visible; use cpu or auto")
-    return Accelerator(cpu=device == "cpu", mixed_precision=accelerate_precision(cfg.mixed_precision))
-
 
 def trim_live_plots(live_dir: Path, last_step: int) -> None:
     """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
@@ -574,14 +549,14 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     from transformers import get_linear_schedule_with_warmup
 
     base_dir, out_dir, checkpoint_dir = Path(base_dir), Path(out_dir), Path(checkpoint_dir)
-    accelerator = _make_accelerator(cfg)
+    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "sft")
     main = accelerator.is_main_process
     set_seed(cfg.seed)
     run_id = fingerprint(cfg, data.files, base_dir, accelerator.num_processes)
 
     # model, data, optimizer and schedule, all prepared by Accelerate
     check_freeze_layers(cfg, base_dir)
-    lm = _load_lm(accelerator, base_dir)
+    lm = load_trainable_lm(accelerator, base_dir)
     freeze_bottom(lm, cfg.freeze_layers)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -673,6 +648,7 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
         "tokens_per_s_this_run": _rate(run_tokens, run_seconds),
         "first_loss": progress["first_loss"], "final_loss": progress["loss"], "resumed_from_step": resumed_from,
         "trainable_params": trainable, "processes": accelerator.num_processes,
+        "zero_stage": zero_stage(accelerator),
     }
     provenance = {"source": "sft", "base_model": str(base_dir), "base_provenance": _read_json(base_dir / PROVENANCE_FILE),
                   "sft": asdict(cfg), "data": data.files, "fingerprint": run_id,

@@ -75,3 +75,41 @@ def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | No
     materialize_base_model(ModelConfig(source="tiny", seed=seed, tiny=TinyModelConfig(vocab_size=400)), out, corpus)
     return out
 
+
+
+def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the script ``tests/<worker>`` as 2 processes on CPU: ``launcher`` is ``ddp`` (torchrun, gloo)
+    or the name of a DeepSpeed config in configs/accelerate/ (``deepspeed-zero2``, ``deepspeed-zero3``),
+    launched unchanged by ``accelerate launch`` but for 2 processes and fp32. Returns the finished
+    process (its return code is the caller's to check)."""
+    import socket
+
+    script = [str(ROOT / "tests" / worker), *map(str, args)]
+    with socket.socket() as s:                           # a free port: two launches may overlap in time
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    if launcher == "ddp":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, *script]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / f"configs/accelerate/{launcher}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+               "--main_process_port", port, *script]
+    return subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_trained_alike(trained: dict, reference: dict, start: dict, tolerance: float = 0.01) -> None:
+    """Two runs of the same training (state dicts ``trained`` and ``reference``, both from ``start``) end
+    at the same weights: training moved them, and each tensor differs from the reference run's by at most
+    ``tolerance`` of how far the reference run moved it. A relative bound, not rounding-level equality:
+    AdamW divides by each gradient entry's own size, so where an entry is near zero, a different order of
+    summing the processes' gradients (ZeRO-3 reduces every micro-batch) shows up at ~0.1% of the update."""
+    import torch
+
+    assert trained.keys() == reference.keys() == start.keys()
+    assert any(not torch.equal(reference[k], start[k]) for k in start), "the reference run did not train"
+    for k in trained:
+        moved = float((reference[k] - start[k]).abs().max())
+        gap = float((trained[k] - reference[k]).abs().max())
+        assert gap <= tolerance * moved + 1e-7, f"{k}: differs by {gap:.3g}, the update was {moved:.3g}"
+

@@ -119,27 +119,90 @@ def test_lora_trains_adapters_and_writes_a_merged_plain_model(base, tmp_path, mo
         dataclasses.replace(cfg, freeze_layers=1)
 
 
-@pytest.mark.slow
-def test_two_process_data_parallel_run_on_cpu(base, tmp_path):
-    """`torchrun --nproc_per_node 2` on CPU (gloo): the questions are sharded, a process with nothing to
-    train joins the all-reduce, validation EM is over the whole slice, and one output model is written."""
-    import subprocess
-    import sys
+def test_lora_under_zero3_is_refused_before_anything_runs(base, tmp_path, monkeypatch):
+    """ZeRO-3 partitions the weights the LoRA merge needs whole on one process: a clear error, no output."""
+    import types
 
-    from conftest import ENV, ROOT
+    zero3 = types.SimpleNamespace(state=types.SimpleNamespace(deepspeed_plugin=types.SimpleNamespace(zero_stage=3)))
+    monkeypatch.setattr(rl, "make_accelerator", lambda *args: zero3)
+    cfg = dataclasses.replace(CFG, lora_rank=4, freeze_layers=0)
+    with pytest.raises(ValueError, match="rl.lora_rank > 0 is not supported under DeepSpeed ZeRO-3"):
+        _run(base, tmp_path, cfg)
+    assert not any(tmp_path.iterdir())
 
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           str(ROOT / "tests/rl_ddp_worker.py"), str(base), str(tmp_path)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+
+LAUNCHERS = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3}   # launcher -> the ZeRO stage it must run
+
+
+def _two_process_run(base, work, launcher: str, *die_after) -> list[dict]:
+    """tests/rl_dist_worker.py on 2 CPU processes (see conftest.launch_two_processes); each rank's
+    summary, after checking what must hold for every launcher."""
+    from conftest import launch_two_processes
+
+    proc = launch_two_processes(launcher, "rl_dist_worker.py", base, work, *die_after)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["processes"], r["zero_stage"]) for r in ranks] == [(2, LAUNCHERS[launcher])] * 2
     assert ranks[0]["val"] == ranks[1]["val"] and len(ranks[0]["val"]) == 3        # steps 0, 1, 2 on both
     assert ranks[0]["out_sum"] == ranks[1]["out_sum"]
-    trained, start = _weights(tmp_path / "out"), _weights(base)
+    trained, start = _weights(work / "out"), _weights(base)
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
-    share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
+    share = (work / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
     values = [float(line.split("\t")[1]) for line in share]
     assert len(values) == 2 and all(v <= 0.5 for v in values) and any(values)   # rank 1 never trained
+    return ranks
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(base, tmp_path_factory):
+    """Uninterrupted 2-process runs by launcher, each made once: (work dir, rank summaries)."""
+    done = {}
+
+    def run_with(launcher: str):
+        if launcher not in done:
+            work = tmp_path_factory.mktemp(f"rl-{launcher}")
+            done[launcher] = work, _two_process_run(base, work, launcher)
+        return done[launcher]
+
+    return run_with
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_on_cpu(two_process_runs):
+    """`torchrun --nproc_per_node 2` on CPU (gloo): the questions are sharded, a process with nothing to
+    train joins the all-reduce, validation EM is over the whole slice, and one output model is written."""
+    work, ranks = two_process_runs("ddp")
+    assert (work / "out/config.json").exists() and ranks[0]["steps"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["deepspeed-zero2", "deepspeed-zero3"])
+def test_deepspeed_run_trains_the_same_weights_as_ddp(base, two_process_runs, config):
+    """The repo's DeepSpeed configs, unchanged but for 2 processes and fp32, on DeepSpeed's CPU
+    accelerator: ZeRO-2 shards gradients and optimizer state; ZeRO-3 also the weights (loaded partitioned,
+    gathered to generate, a whole frozen reference, processes kept in step when one has fewer
+    micro-batches, the output gathered to save). Both must end where the DDP run ends."""
+    from conftest import assert_trained_alike
+
+    work, ranks = two_process_runs(config)
+    ddp_work, ddp_ranks = two_process_runs("ddp")
+    assert ranks[0]["val"] == ddp_ranks[0]["val"]
+    assert_trained_alike(_weights(work / "out"), _weights(ddp_work / "out"), _weights(base))
+
+
+@pytest.mark.slow
+def test_a_killed_zero3_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(base, two_process_runs, tmp_path):
+    from conftest import launch_two_processes
+    from distributed_cpu import KILLED
+
+    killed = launch_two_processes("deepspeed-zero3", "rl_dist_worker.py", base, tmp_path, 1)   # dies after step 1
+    assert killed.returncode != 0 and f"exitcode  : {KILLED}" in killed.stderr + killed.stdout, killed.stderr[-4000:]
+    assert not (tmp_path / "out").exists() and [d.name for d in (tmp_path / "ckpt").iterdir()] == ["step-0000001"]
+    resumed = _two_process_run(base, tmp_path, "deepspeed-zero3")
+    whole_work, whole = two_process_runs("deepspeed-zero3")
+    assert resumed[0]["resumed_from_step"] == 1 and resumed[0]["val"] == whole[0]["val"]
+    a, b = _weights(whole_work / "out"), _weights(tmp_path / "out")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_acceptances_ride_in_their_trajectorys_row_and_cut_trajectories_keep_a_row_of_their_own():
