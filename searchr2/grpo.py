@@ -490,31 +490,29 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 logp = model(**batch)
                 if b >= real:                             # a ZeRO lockstep repeat: no gradient, no statistics
-                    loss = logp.sum() * 0.0
-                    if last:
-                        _check_step_loss(accelerator, epoch_loss, where(epoch), cfg.loss_limit, optimizer)
-                    accelerator.backward(loss)
-                    continue
-                if old_logp is not None:
-                    old = _pad([old_logp[i] for i in group], width, device)
-                elif epoch == 0:                          # no step taken yet: the current policy is π_old
-                    old = logp.detach()
-                    first_old.append(old)
+                    loss, stats = logp.sum() * 0.0, None
                 else:
-                    old = first_old[b]
-                ref = _pad([ref_logp[i] for i in group], width, device) if ref_logp is not None else None
-                loss, stats = grpo_loss(logp, old, ref,
-                                        torch.tensor([advantages[i] for i in group], device=device),
-                                        batch["loss_mask"], cfg.clip_eps, cfg.kl_coef,
-                                        torch.tensor([weights[i] for i in group], device=device), normalizer,
-                                        coefs[b].to(device))
-                epoch_loss += stats["loss"]
+                    if old_logp is not None:
+                        old = _pad([old_logp[i] for i in group], width, device)
+                    elif epoch == 0:                      # no step taken yet: the current policy is π_old
+                        old = logp.detach()
+                        first_old.append(old)
+                    else:
+                        old = first_old[b]
+                    ref = _pad([ref_logp[i] for i in group], width, device) if ref_logp is not None else None
+                    loss, stats = grpo_loss(logp, old, ref,
+                                            torch.tensor([advantages[i] for i in group], device=device),
+                                            batch["loss_mask"], cfg.clip_eps, cfg.kl_coef,
+                                            torch.tensor([weights[i] for i in group], device=device), normalizer,
+                                            coefs[b].to(device))
+                    epoch_loss += stats["loss"]
                 if last:
                     # the step's loss over all processes decides whether the weights may change; checked
                     # before the last backward, because DeepSpeed takes its optimizer step inside it
                     _check_step_loss(accelerator, epoch_loss, where(epoch), cfg.loss_limit, optimizer)
                 accelerator.backward(loss * scale)
-            _accumulate(totals, stats)
+            if stats is not None:
+                _accumulate(totals, stats)
 
         try:
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -77,6 +77,10 @@ def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | No
 
 
 
+#: the launchers of :func:`launch_two_processes`, each with the DeepSpeed ZeRO stage its run must report
+LAUNCHERS = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3}
+
+
 def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run the script ``tests/<worker>`` as 2 processes on CPU: ``launcher`` is ``ddp`` (torchrun, gloo)
     or the name of a DeepSpeed config in configs/accelerate/ (``deepspeed-zero2``, ``deepspeed-zero3``),
@@ -96,6 +100,13 @@ def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900) 
                "--main_process_port", port, *script]
     return subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def assert_killed(proc: subprocess.CompletedProcess) -> None:
+    """A launch whose processes were stopped by ``distributed_cpu.die_after_checkpoints``."""
+    from distributed_cpu import KILLED
+
+    assert proc.returncode != 0 and f"exitcode  : {KILLED}" in proc.stderr + proc.stdout, proc.stderr[-4000:]
 
 
 def assert_trained_alike(trained: dict, reference: dict, start: dict, tolerance: float = 0.01) -> None:

@@ -13,7 +13,9 @@ import os
 def allow_deepspeed_on_cpu() -> None:
     import torch
 
-    if torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+    from searchr2.distributed import deepspeed_launch
+
+    if torch.cuda.is_available() or not deepspeed_launch():
         return
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ENV, NAMES, assert_trained_alike, launch_two_processes, make_tiny_model, run
+from conftest import (ENV, LAUNCHERS, NAMES, assert_killed, assert_trained_alike, launch_two_processes,
+                      make_tiny_model, run)
 from searchr2.io import InputError
 from searchr2.models import load_model, load_tokenizer
 from searchr2.sft import (IGNORE, MaskedLMLoss, MicroBatches, SFTConfig, backward_step, clean_checkpoints, collate,
@@ -358,9 +359,6 @@ def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(base, tok, fil
 
 # ---------------------------------------------------------------------- several processes (CPU)
 
-LAUNCHERS = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3}   # launcher -> the ZeRO stage it must run
-
-
 @pytest.fixture(scope="module")
 def two_process_runs(base, files, tmp_path_factory):
     """tests/sft_dist_worker.py on 2 CPU processes, by launcher, each run once: (work dir, rank summaries)."""
@@ -403,11 +401,8 @@ def test_zero3_and_ddp_take_the_same_gradient_steps(base, two_process_runs):
 @pytest.mark.slow
 def test_a_killed_zero3_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(base, files, two_process_runs,
                                                                                    tmp_path):
-    from distributed_cpu import KILLED
-
     args = (base, files[0].parent, tmp_path)
-    killed = launch_two_processes("deepspeed-zero3", "sft_dist_worker.py", *args, "--die-after", "2")
-    assert killed.returncode != 0 and f"exitcode  : {KILLED}" in killed.stderr + killed.stdout, killed.stderr[-4000:]
+    assert_killed(launch_two_processes("deepspeed-zero3", "sft_dist_worker.py", *args, "--die-after", "2"))
     assert not (tmp_path / "out").exists() and len(list((tmp_path / "ckpt").iterdir())) == 1
     resumed = launch_two_processes("deepspeed-zero3", "sft_dist_worker.py", *args)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
