@@ -44,16 +44,16 @@ class Arm:
 
         from searchr2.grpo import TokenLogProbs
         from searchr2.models import load_model
-        from searchr2.sft import _optimizer, freeze_bottom
+        from searchr2.training import freeze_bottom, make_optimizer
 
         self.name, self.p, self.cfg, self.refiner_cfg, self.reward_cfg, self.judge = (
             name, p, rl_cfg, refiner_cfg, reward_cfg, judge)
         self.accelerator = Accelerator(cpu=True)
         lm = load_model(model_dir, "float32", "cpu")
-        freeze_bottom(lm, rl_cfg.freeze_layers)
+        freeze_bottom(lm, rl_cfg.freeze_layers, "rl")
         self.reference = (load_model(model_dir, "float32", "cpu").eval().requires_grad_(False)
                           if rl_cfg.kl_coef > 0 else None)
-        self.model, self.optimizer = self.accelerator.prepare(TokenLogProbs(lm), _optimizer(lm, rl_cfg))
+        self.model, self.optimizer = self.accelerator.prepare(TokenLogProbs(lm), make_optimizer(lm, rl_cfg.lr, rl_cfg.weight_decay))
         self.policy = self.accelerator.unwrap_model(self.model).lm
         self.rows = []
 

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 def synthetic_records(n: int, tokens: int, vocab: int, seed: int):
     """``n`` records of ``tokens`` +-10% ids: prompt (0), then turns (1) alternating with tool text (0)."""
-    from searchr2.sft import Record
+    from searchr2.training import Record
     import torch
 
     rng = random.Random(seed)
@@ -52,10 +52,11 @@ def bench(base: Path, freeze: int, args) -> dict:
     from accelerate import Accelerator
 
     from searchr2.models import load_model
-    from searchr2.sft import MaskedLMLoss, MicroBatches, backward_step, freeze_bottom, plan_micro_batches
+    from searchr2.sft import MaskedLMLoss, MicroBatches, backward_step
+    from searchr2.training import freeze_bottom, plan_micro_batches
 
     lm = load_model(base)
-    freeze_bottom(lm, freeze)
+    freeze_bottom(lm, freeze, "sft")
     lm.train()
     model = MaskedLMLoss(lm)
     params = [p for p in lm.parameters() if p.requires_grad]

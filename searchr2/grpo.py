@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from searchr2.distributed import zero_stage
-from searchr2.sft import IGNORE, Record, collate, plan_micro_batches
+from searchr2.training import IGNORE, Record, collate, plan_micro_batches
 
 #: log-ratios (logp − old, ref − logp) are clamped to ±this before exponentiating, so a policy that
 #: drifted far cannot overflow exp() (verl uses the same bound)
@@ -229,8 +229,8 @@ class TokenLogProbs(torch.nn.Module):
     """A causal LM whose forward is :func:`sequence_logprobs`.
 
     This is the module to hand to ``accelerator.prepare`` for training, so that DDP wraps the forward
-    that is actually called. It keeps the LM as ``.lm`` (like MaskedLMLoss), so ``sft.save_model`` and
-    ``sft.freeze_bottom`` apply to it as they are.
+    that is actually called. It keeps the LM as ``.lm`` (like :class:`searchr2.sft.MaskedLMLoss`), so
+    :func:`searchr2.training.freeze_bottom` applies to it as it is.
     """
 
     def __init__(self, lm: torch.nn.Module):
@@ -244,7 +244,7 @@ class TokenLogProbs(torch.nn.Module):
 def collate_sequences(sequences: Sequence[TrainSequence], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask`` and token-aligned ``loss_mask`` (all int64).
 
-    Built on :func:`searchr2.sft.collate`; its shifted labels are turned back into a mask aligned with
+    Built on :func:`searchr2.training.collate`; its shifted labels are turned back into a mask aligned with
     the tokens. Every sequence is checked: mask as long as the ids, values 0/1, nothing marked at
     position 0, at least one marked token.
     """

@@ -41,12 +41,12 @@ from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_ad
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
 from searchr2.refiner import RefinerConfig, refine, review_hook
-from searchr2.reward import RewardConfig, score, summarize
+from searchr2.reward import RewardConfig, reward_stats, score
 from searchr2.rollout import RolloutConfig, rollout
 from searchr2.distributed import (MIXED_PRECISION, frozen_copy, full_weights, lm_state_dict, load_trainable_lm,
                                   make_accelerator, zero_stage)
-from searchr2.sft import (_optimizer, clean_checkpoints, fingerprint, freeze_bottom, latest_checkpoint,
-                          remove_checkpoints, save_checkpoint, trim_live_plots)
+from searchr2.training import (fingerprint, freeze_bottom, make_optimizer, open_live, remove_checkpoints, resume,
+                               save_checkpoint, warmup_schedule)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
 
     advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
     sequences, seq_adv, weights = training_sequences(trajs, advantages, decisions, cfg.refiner_weight)
-    summary = summarize(rows)
+    summary = reward_stats(rows)
     metrics.update(reward=summary["reward"], em=summary["em"], searches=summary["searches"],
                    useful_share=summary["useful_share"] if summary["useful_share"] is not None else 0.0,
                    response_tokens=sum(sum(t.loss_mask) for t in trajs) / len(trajs),
@@ -260,7 +260,6 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     """Run (or resume) the RL training of the model in ``base_dir``; write the best-validated model to ``out_dir``."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_constant_schedule_with_warmup
 
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "rl")
     if cfg.lora_rank and zero_stage(accelerator) == 3:
@@ -272,7 +271,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
                                     "reward": asdict(reward_cfg)}, data_files, base_dir, accelerator.num_processes)
 
     lm = load_trainable_lm(accelerator, base_dir)
-    freeze_bottom(lm, cfg.freeze_layers)
+    freeze_bottom(lm, cfg.freeze_layers, "rl")
     peft_model = with_lora(lm, cfg) if cfg.lora_rank else None
     if peft_model is not None:
         lm = peft_model.get_base_model()     # the same modules, LoRA layers injected: generate and train as usual
@@ -280,10 +279,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     if cfg.kl_coef > 0:
         reference = frozen_copy(accelerator, base_dir)
     model = TokenLogProbs(lm)
-    optimizer = _optimizer(lm, cfg)
-    # a prepared scheduler advances once per process at every step, so its warm-up is sized for all of them
-    scheduler = get_constant_schedule_with_warmup(
-        optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs) * accelerator.num_processes)
+    optimizer = make_optimizer(lm, cfg.lr, cfg.weight_decay)
+    scheduler = warmup_schedule(optimizer, cfg.warmup_ratio, cfg.steps * cfg.ppo_epochs, accelerator.num_processes,
+                                decay=False)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     policy = accelerator.unwrap_model(model).lm
     main = accelerator.is_main_process
@@ -292,27 +290,16 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         raise ValueError(f"rl.questions_per_step={cfg.questions_per_step} leaves a process without questions: "
                          f"{world} processes need at least {world}")
 
-    if main:
-        clean_checkpoints(checkpoint_dir, run_id)
-    accelerator.wait_for_everyone()
-    progress = {"step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0}
-    if (found := latest_checkpoint(checkpoint_dir)) is not None:
-        path, progress = found
-        accelerator.load_state(str(path))
-        if main:
-            print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
+    progress, resumed = resume(accelerator, checkpoint_dir, run_id, stage="rl", fresh={
+        "step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0})
+    if resumed and main:
+        print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
     elif best_dir.exists() and main:
         shutil.rmtree(best_dir)              # a best model of an older run
     accelerator.wait_for_everyone()
     resumed_from = progress["step"]
 
-    live = None
-    if live_dir is not None and main:
-        from dvclive import Live
-
-        if resumed_from:
-            trim_live_plots(Path(live_dir), resumed_from)
-        live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
+    live = open_live(live_dir, resumed_from) if live_dir is not None and main else None
 
     def validate_and_keep(step: int) -> None:
         with full_weights(accelerator, model):

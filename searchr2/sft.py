@@ -11,7 +11,7 @@ The algorithm, in the order :func:`train_sft` runs it:
    a located :class:`~searchr2.io.InputError`); records longer than ``max_seq_len`` are skipped and
    counted.
 2. Records are grouped by length into micro-batches of at most ``micro_batch_tokens`` padded tokens
-   (:func:`plan_micro_batches`); every epoch visits the micro-batches in a new seeded order, and
+   (:func:`searchr2.training.plan_micro_batches`); every epoch visits the micro-batches in a new seeded order, and
    ``grad_accum`` consecutive micro-batches make one optimizer step.
 3. The loss of a step is the weighted mean cross-entropy over all loss tokens of the step, on all
    processes: a long record weighs as many tokens as it has, not as one example. Each input file can
@@ -20,11 +20,12 @@ The algorithm, in the order :func:`train_sft` runs it:
    get a fraction of a percent of the gradient (``sft.refiner_loss_weight``). The output head runs only at
    the positions that carry loss (:class:`MaskedLMLoss`), which on CPU is about a quarter faster than
    full-vocabulary logits at every position and needs far less memory.
-4. AdamW with linear warm-up then linear decay, gradient clipping, all through Hugging Face
-   Accelerate, so the same loop runs on one CPU here and on several GPUs under ``accelerate launch``
+4. AdamW with linear warm-up then linear decay, gradient clipping (:mod:`searchr2.training`, shared
+   with the RL trainer), all through Hugging Face Accelerate, so the same loop runs on one CPU here and on several GPUs under ``accelerate launch``
    (DDP, or DeepSpeed ZeRO-3 with the configs in ``configs/accelerate/``).
 5. Every ``save_every_steps`` optimizer steps and at the end of every epoch the full training state
-   (weights, optimizer, scheduler, random states) is saved as the only checkpoint, atomically. A
+   (weights, optimizer, scheduler, random states) is saved as the only checkpoint, atomically
+   (:func:`searchr2.training.save_checkpoint`). A
    rerun with the same fingerprint (params, input files, base model) resumes from it; a checkpoint
    with another fingerprint is discarded. Killed runs lose at most the steps since the last one.
 6. The fine-tuned model is written as a plain Hugging Face directory, atomically, with the base
@@ -33,13 +34,10 @@ The algorithm, in the order :func:`train_sft` runs it:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import random
-import re
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -53,14 +51,11 @@ import torch.nn.functional as F
 from searchr2.io import InputError, atomic_dir, read_jsonl, require_field
 from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
 from searchr2.models import PROVENANCE_FILE
+from searchr2.training import (IGNORE, Record, check_freeze_layers, collate, fingerprint, freeze_bottom, make_optimizer,
+                               open_live, plan_micro_batches, remove_checkpoints, resume, save_checkpoint, sha256_file,
+                               warmup_schedule)
 
-#: label value of positions without loss (what torch's cross-entropy and HF models ignore)
-IGNORE = -100
-#: records are length-sorted within windows of this many (after a seeded shuffle) before packing
-SORT_WINDOW = 256
 DEVICES = ("cpu", "cuda", "auto")
-PROGRESS_FILE = "progress.json"
-_CHECKPOINT = re.compile(r"step-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -119,20 +114,6 @@ class SFTConfig:
 
 
 # --------------------------------------------------------------------------------------------- data
-
-@dataclass(frozen=True)
-class Record:
-    """One training sequence; ``mask[t]`` is True when token ``t`` is learnt (predicted from ``t-1``)."""
-
-    id: str
-    source: str               # name of the file it came from
-    ids: torch.Tensor         # int32 token ids
-    mask: torch.Tensor        # bool, same length
-    weight: float = 1.0       # loss weight of each of its loss tokens
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
 
 @dataclass
 class SFTData:
@@ -196,7 +177,7 @@ def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_l
     records, skipped, files = [], 0, {}
     for path in map(Path, paths):
         weight = weights.get(str(path), 1.0)
-        files[str(path)] = _sha256_file(path) if path.exists() else ""
+        files[str(path)] = sha256_file(path) if path.exists() else ""
         for line, raw in read_jsonl(path):          # raises "file not found" for a missing file
             ids, mask = check_record(raw, path, line, vocab_size)
             if len(ids) > max_seq_len:
@@ -212,48 +193,6 @@ def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_l
         print(f"[sft] warning: skipped {skipped} record(s) longer than sft.max_seq_len={max_seq_len} tokens",
               file=sys.stderr)
     return SFTData(records, skipped, files)
-
-
-def plan_micro_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
-    """Group record indices into micro-batches of at most ``max_tokens`` padded tokens.
-
-    Records are shuffled (seeded), sorted by length within windows of :data:`SORT_WINDOW`, and packed
-    greedily, longest first, so the rows of a micro-batch have similar lengths and padding stays small.
-    The grouping is fixed for the whole run (so the number of steps is known up front); each epoch
-    only changes the order in which the micro-batches are visited (:class:`MicroBatches`).
-    """
-    order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
-    batches: list[list[int]] = []
-    for start in range(0, len(order), SORT_WINDOW):
-        window = sorted(order[start:start + SORT_WINDOW], key=lambda i: -lengths[i])
-        batch: list[int] = []
-        for i in window:
-            # sorted longest first: the first row of a batch sets its padded width
-            if batch and (len(batch) + 1) * lengths[batch[0]] > max_tokens:
-                batches.append(batch)
-                batch = []
-            batch.append(i)
-        batches.append(batch)
-    return batches
-
-
-def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Right-padded ``input_ids``, ``attention_mask``, shifted ``labels`` (position t predicts token t+1)
-    and ``loss_weights`` (the record's weight where a label is learnt, 0 elsewhere)."""
-    width = max(len(r) for r in records)
-    input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(records), width), dtype=torch.long)
-    labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
-    loss_weights = torch.zeros((len(records), width), dtype=torch.float32)
-    for row, r in enumerate(records):
-        n = len(r)
-        input_ids[row, :n] = r.ids
-        attention_mask[row, :n] = 1
-        target = r.ids[1:].long()
-        labels[row, :n - 1] = torch.where(r.mask[1:], target, torch.full_like(target, IGNORE))
-        loss_weights[row, :n - 1] = r.mask[1:].float() * r.weight
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "loss_weights": loss_weights}
 
 
 class MicroBatches(torch.utils.data.Dataset):
@@ -341,116 +280,6 @@ def backward_step(accelerator, model: torch.nn.Module, micro_batches: list[dict]
     return {"loss": loss, "loss_tokens": int(loss_tokens), "tokens": int(tokens)}
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-def _sha256_file(path: Path, h=None) -> str:
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(cfg: SFTConfig, data_files: dict[str, str], base_dir: str | os.PathLike, num_processes: int) -> str:
-    """What a checkpoint must match to be resumed: the params that change the result, the input files'
-    contents, every file of the base model directory, and the number of processes (which changes how
-    micro-batches are shared out). ``save_every_steps`` does not change the result and is left out."""
-    h = hashlib.sha256()
-    params = {k: v for k, v in asdict(cfg).items() if k != "save_every_steps"}
-    h.update(json.dumps({"params": params, "data": sorted(data_files.values()), "processes": num_processes},
-                        sort_keys=True).encode())
-    base_dir = Path(base_dir)
-    for f in sorted(p for p in base_dir.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(base_dir)).encode() + b"\0")
-        _sha256_file(f, h)
-    return h.hexdigest()
-
-
-def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    found = []
-    if root.is_dir():
-        for d in root.iterdir():
-            m = _CHECKPOINT.fullmatch(d.name)
-            if m and d.is_dir() and (d / PROGRESS_FILE).exists():
-                found.append((int(m.group(1)), d))
-    return sorted(found)
-
-
-def clean_checkpoints(root: str | os.PathLike, expected_fingerprint: str) -> None:
-    """Leave under ``root`` at most one checkpoint: the latest complete one, if it belongs to this run.
-
-    Removes the temporary directories of interrupted saves, older checkpoints, and a stale checkpoint
-    (written for other params, input data or base model), saying so. Call on the main process only.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return
-    for d in root.iterdir():
-        if d.is_dir() and not _CHECKPOINT.fullmatch(d.name):   # an interrupted save
-            shutil.rmtree(d, ignore_errors=True)
-    found = _complete_checkpoints(root)
-    for _, older in found[:-1]:
-        shutil.rmtree(older, ignore_errors=True)
-    if found:
-        step, path = found[-1]
-        progress = json.loads((path / PROGRESS_FILE).read_text())
-        if progress.get("fingerprint") != expected_fingerprint:
-            print(f"[sft] discarding the checkpoint at step {step}: it was written for other params, input data "
-                  "or base model", file=sys.stderr)
-            shutil.rmtree(path)
-
-
-def latest_checkpoint(root: str | os.PathLike) -> tuple[Path, dict] | None:
-    """The latest complete checkpoint under ``root`` and its progress record, or None."""
-    found = _complete_checkpoints(Path(root))
-    if not found:
-        return None
-    path = found[-1][1]
-    return path, json.loads((path / PROGRESS_FILE).read_text())
-
-
-def save_checkpoint(accelerator, root: str | os.PathLike, progress: dict) -> Path:
-    """Save the full training state as ``root/step-<N>``, replacing the previous checkpoint.
-
-    Every process writes its part into a temporary sibling; the main process adds ``progress.json``,
-    renames the directory into place and only then removes the older checkpoint, so at every moment
-    the latest complete checkpoint is on disk, and an interrupted save leaves only a temporary
-    directory, which the next run removes.
-    """
-    root = Path(root)
-    name = f"step-{progress['step']:07d}"
-    final, tmp = root / name, root / f".{name}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    try:
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for _, older in _complete_checkpoints(root):
-                if older != final:
-                    shutil.rmtree(older, ignore_errors=True)
-    except BaseException:
-        if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    accelerator.wait_for_everyone()
-    return final
-
-
-def remove_checkpoints(root: str | os.PathLike) -> None:
-    """Remove every checkpoint under ``root`` (after the model is written), keeping ``root`` itself."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)       # an empty directory is still a valid DVC output
-    for d in root.iterdir():
-        shutil.rmtree(d) if d.is_dir() else d.unlink()
-
-
 # -------------------------------------------------------------------------------------------- model
 
 def _base_dtype(base_dir: Path) -> torch.dtype:
@@ -458,36 +287,6 @@ def _base_dtype(base_dir: Path) -> torch.dtype:
     config = json.loads((base_dir / "config.json").read_text())
     name = config.get("dtype") or config.get("torch_dtype") or "float32"
     return getattr(torch, str(name).removeprefix("torch."), torch.float32)
-
-
-def check_freeze_layers(cfg: SFTConfig, base_dir: Path) -> None:
-    """Fail before loading the model when ``freeze_layers`` would leave no decoder layer to train."""
-    config = json.loads((base_dir / "config.json").read_text())
-    n_layers = config.get("num_hidden_layers")
-    if isinstance(n_layers, int) and cfg.freeze_layers >= n_layers:
-        raise InputError(base_dir / "config.json", f"sft.freeze_layers={cfg.freeze_layers} would freeze every layer: "
-                                                   f"this model has {n_layers}", field="num_hidden_layers")
-
-
-def freeze_bottom(lm: torch.nn.Module, n_layers: int) -> None:
-    """Freeze the input embeddings and the first ``n_layers`` decoder layers (nothing when 0)."""
-    if n_layers == 0:
-        return
-    layers = getattr(lm.base_model, "layers", None)
-    if layers is None:
-        raise ValueError(f"sft.freeze_layers: cannot find the decoder layers of {type(lm).__name__}")
-    if n_layers >= len(layers):
-        raise ValueError(f"sft.freeze_layers={n_layers} would freeze every layer: the model has {len(layers)}")
-    lm.get_input_embeddings().requires_grad_(False)
-    for layer in layers[:n_layers]:
-        layer.requires_grad_(False)
-
-
-def _optimizer(lm: torch.nn.Module, cfg: SFTConfig) -> torch.optim.Optimizer:
-    params = [p for p in lm.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
 
 
 def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Path, provenance: dict) -> None:
@@ -509,17 +308,6 @@ def save_model(accelerator, model: torch.nn.Module, base_dir: Path, out_dir: Pat
 
 
 # -------------------------------------------------------------------------------------------- train
-
-def trim_live_plots(live_dir: Path, last_step: int) -> None:
-    """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
-        lines = tsv.read_text().splitlines()
-        if not lines:
-            continue
-        step_col = lines[0].split("\t").index("step")
-        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= last_step]
-        tsv.write_text("\n".join(kept) + "\n")
-
 
 def _log_step(live, bar, step: int, **metrics: float) -> None:
     """One optimizer step to dvclive (when logging) and to the progress bar."""
@@ -546,7 +334,6 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     """
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     base_dir, out_dir, checkpoint_dir = Path(base_dir), Path(out_dir), Path(checkpoint_dir)
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "sft")
@@ -555,9 +342,9 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     run_id = fingerprint(cfg, data.files, base_dir, accelerator.num_processes)
 
     # model, data, optimizer and schedule, all prepared by Accelerate
-    check_freeze_layers(cfg, base_dir)
+    check_freeze_layers(cfg.freeze_layers, base_dir, "sft")
     lm = load_trainable_lm(accelerator, base_dir)
-    freeze_bottom(lm, cfg.freeze_layers)
+    freeze_bottom(lm, cfg.freeze_layers, "sft")
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.train()
@@ -569,25 +356,18 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     # each process gets every num_processes-th micro-batch (Accelerate repeats a few to even the shares)
     per_process = math.ceil(len(batches) / accelerator.num_processes)
     total_steps = math.ceil(per_process / cfg.grad_accum) * cfg.epochs
-    optimizer = _optimizer(lm, cfg)
-    # a prepared scheduler advances once per process at every step, so it is sized for all of them
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps) * accelerator.num_processes,
-                                                total_steps * accelerator.num_processes)
+    optimizer = make_optimizer(lm, cfg.lr, cfg.weight_decay)
+    scheduler = warmup_schedule(optimizer, cfg.warmup_ratio, total_steps, accelerator.num_processes, decay=True)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     assert len(loader) == per_process, (len(loader), per_process)
 
     # resume from the checkpoint of this same run, if there is one
-    if main:
-        clean_checkpoints(checkpoint_dir, run_id)
-    accelerator.wait_for_everyone()
-    progress = {"step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "loss_tokens": 0, "seconds": 0.0,
-                "first_loss": None, "loss": None, "fingerprint": run_id}
-    if (found := latest_checkpoint(checkpoint_dir)) is not None:
-        path, progress = found
-        accelerator.load_state(str(path))
-        if main:
-            print(f"[sft] resuming from step {progress['step']} (epoch {progress['epoch'] + 1}, "
-                  f"micro-batch {progress['batches_done']} of {len(loader)})", file=sys.stderr)
+    progress, resumed = resume(accelerator, checkpoint_dir, run_id, stage="sft", fresh={
+        "step": 0, "epoch": 0, "batches_done": 0, "tokens": 0, "loss_tokens": 0, "seconds": 0.0, "first_loss": None,
+        "loss": None, "fingerprint": run_id})
+    if resumed and main:
+        print(f"[sft] resuming from step {progress['step']} (epoch {progress['epoch'] + 1}, "
+              f"micro-batch {progress['batches_done']} of {len(loader)})", file=sys.stderr)
     resumed_from = progress["step"]
     if main:
         print(f"[sft] {len(data.records)} records {data.counts()}, {data.skipped} skipped, "
@@ -595,13 +375,7 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
               f"{trainable:,} trainable parameters, {accelerator.num_processes} process(es) on {accelerator.device}",
               file=sys.stderr)
 
-    live = None
-    if main and live_dir is not None:
-        from dvclive import Live
-
-        if resumed_from:
-            trim_live_plots(Path(live_dir), resumed_from)
-        live = Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
+    live = open_live(live_dir, resumed_from) if main and live_dir is not None else None
 
     # the loop: one optimizer step per grad_accum micro-batches
     bar = tqdm(total=total_steps, initial=progress["step"], desc="sft", disable=not main, dynamic_ncols=True)

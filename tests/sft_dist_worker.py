@@ -43,7 +43,8 @@ def main():
     if args.die_after:
         die_after_checkpoints(sft, args.die_after)
     if args.sgd:
-        sft._optimizer = lambda lm, c: torch.optim.SGD([p for p in lm.parameters() if p.requires_grad], lr=c.lr)
+        sft.make_optimizer = lambda lm, lr, weight_decay: torch.optim.SGD(
+            [p for p in lm.parameters() if p.requires_grad], lr=lr)
         cfg = replace(CFG, max_grad_norm=1e9)
     data = sft.load_sft_data([data_dir / "actor.jsonl", data_dir / "refiner.jsonl"],
                              vocab_size=len(load_tokenizer(base)), max_seq_len=cfg.max_seq_len)

@@ -14,7 +14,7 @@ from searchr2.grpo import (KL_CLAMP, DivergenceError, GRPOConfig, TokenLogProbs,
                            compute_logprobs, group_advantages, grpo_loss, kl_k3, ppo_update, select_for_update,
                            sequence_logprobs)
 from searchr2.models import load_model
-from searchr2.sft import _optimizer
+from searchr2.training import make_optimizer
 from conftest import make_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
@@ -267,7 +267,7 @@ def _accelerated(lm, cfg):
 
     accelerator = Accelerator(cpu=True)
     lm.train()
-    model, optimizer = accelerator.prepare(TokenLogProbs(lm), _optimizer(lm, cfg))
+    model, optimizer = accelerator.prepare(TokenLogProbs(lm), make_optimizer(lm, cfg.lr, cfg.weight_decay))
     return accelerator, model, optimizer
 
 

@@ -19,8 +19,8 @@ from conftest import (ENV, LAUNCHERS, NAMES, assert_killed, assert_trained_alike
                       make_tiny_model, run)
 from searchr2.io import InputError
 from searchr2.models import load_model, load_tokenizer
-from searchr2.sft import (IGNORE, MaskedLMLoss, MicroBatches, SFTConfig, backward_step, clean_checkpoints, collate,
-                          fingerprint, load_sft_data, plan_micro_batches, train_sft)
+from searchr2.sft import MaskedLMLoss, MicroBatches, SFTConfig, backward_step, load_sft_data, train_sft
+from searchr2.training import IGNORE, clean_checkpoints, collate, fingerprint, plan_micro_batches
 
 # small, fast, and with every knob that changes the arithmetic exercised (several micro-batches per step)
 CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_ratio=0.2, weight_decay=0.01,
@@ -454,7 +454,7 @@ def test_cleanup_keeps_only_the_latest_complete_checkpoint(tmp_path):
         (root / name / "model.bin").write_text("x")
         if complete:
             (root / name / "progress.json").write_text(json.dumps({"step": int(name[5:]), "fingerprint": "f"}))
-    clean_checkpoints(root, "f")
+    clean_checkpoints(root, "f", "sft")
     # the interrupted save is gone; step-8 has no progress file, so it is incomplete and ignored
     assert sorted(d.name for d in root.iterdir()) == ["step-0000004", "step-0000008"]
 

@@ -1,0 +1,304 @@
+"""What the two trainers share: the warm-up fine-tune (:mod:`searchr2.sft`) and joint GRPO
+(:mod:`searchr2.rl` with :mod:`searchr2.grpo`).
+
+- **Token-id records and micro-batches.** A training sequence is a list of token ids with a loss mask
+  that is 1 exactly on the tokens the model wrote itself (:class:`Record`). Sequences of similar length
+  are packed into micro-batches of a bounded number of padded tokens (:func:`plan_micro_batches`) and
+  right-padded into tensors with shifted labels (:func:`collate`).
+- **Optimizer, schedule and frozen layers.** AdamW with weight decay on matrices only
+  (:func:`make_optimizer`), a linear warm-up then linear decay (SFT) or a constant rate (RL)
+  (:func:`warmup_schedule`), and the bottom decoder layers optionally frozen (:func:`freeze_bottom`).
+- **Checkpoints and resume.** The full training state (weights, optimizer, scheduler, random states,
+  through Accelerate) is saved as the only checkpoint, atomically (:func:`save_checkpoint`); a rerun with
+  the same :func:`fingerprint` (params, input files, starting model, process count) resumes from it
+  (:func:`resume`), a checkpoint of another run is discarded (:func:`clean_checkpoints`).
+- **dvclive curves** that a resumed run continues without repeating steps (:func:`open_live`).
+
+Every message names the stage that is running (``stage``: "sft" or "rl") and the params section whose
+knob is at fault.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from searchr2.io import InputError
+
+#: label value of positions without loss (what torch's cross-entropy and HF models ignore)
+IGNORE = -100
+#: records are length-sorted within windows of this many (after a seeded shuffle) before packing
+SORT_WINDOW = 256
+PROGRESS_FILE = "progress.json"
+_CHECKPOINT = re.compile(r"step-(\d+)")
+
+
+# ------------------------------------------------------------------------------- records and batches
+
+@dataclass(frozen=True)
+class Record:
+    """One training sequence; ``mask[t]`` is True when token ``t`` is learnt (predicted from ``t-1``)."""
+
+    id: str
+    source: str               # name of the file it came from
+    ids: torch.Tensor         # int32 token ids
+    mask: torch.Tensor        # bool, same length
+    weight: float = 1.0       # loss weight of each of its loss tokens
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def plan_micro_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> list[list[int]]:
+    """Group record indices into micro-batches of at most ``max_tokens`` padded tokens.
+
+    Records are shuffled (seeded), sorted by length within windows of :data:`SORT_WINDOW`, and packed
+    greedily, longest first, so the rows of a micro-batch have similar lengths and padding stays small.
+    The grouping is fixed for the whole run (so the number of steps is known up front); the SFT trainer
+    only changes the order in which the micro-batches are visited each epoch
+    (:class:`searchr2.sft.MicroBatches`).
+    """
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), SORT_WINDOW):
+        window = sorted(order[start:start + SORT_WINDOW], key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in window:
+            # sorted longest first: the first row of a batch sets its padded width
+            if batch and (len(batch) + 1) * lengths[batch[0]] > max_tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        batches.append(batch)
+    return batches
+
+
+def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, shifted ``labels`` (position t predicts token t+1)
+    and ``loss_weights`` (the record's weight where a label is learnt, 0 elsewhere)."""
+    width = max(len(r) for r in records)
+    input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(records), width), dtype=torch.long)
+    labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
+    loss_weights = torch.zeros((len(records), width), dtype=torch.float32)
+    for row, r in enumerate(records):
+        n = len(r)
+        input_ids[row, :n] = r.ids
+        attention_mask[row, :n] = 1
+        target = r.ids[1:].long()
+        labels[row, :n - 1] = torch.where(r.mask[1:], target, torch.full_like(target, IGNORE))
+        loss_weights[row, :n - 1] = r.mask[1:].float() * r.weight
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "loss_weights": loss_weights}
+
+
+# ------------------------------------------------------------------- optimizer, schedule, freezing
+
+def make_optimizer(lm: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; weight decay on matrices only (not on norms and biases)."""
+    params = [p for p in lm.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, total_steps: int, processes: int,
+                    decay: bool):
+    """The learning rate rises linearly from 0 over ``warmup_ratio`` of the ``total_steps`` optimizer steps,
+    then decays linearly to 0 (``decay``, the SFT warm-up) or stays constant (RL, as in the paper's verl set-up).
+
+    A scheduler prepared by Accelerate advances once per process at every step, so it is sized for all
+    ``processes`` of them.
+    """
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = round(warmup_ratio * total_steps) * processes
+    if decay:
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps * processes)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def check_freeze_layers(n_frozen: int, base_dir: Path, section: str) -> None:
+    """Fail before loading the model when ``<section>.freeze_layers`` would leave no decoder layer to train."""
+    config = json.loads((base_dir / "config.json").read_text())
+    n_layers = config.get("num_hidden_layers")
+    if isinstance(n_layers, int) and n_frozen >= n_layers:
+        raise InputError(base_dir / "config.json", f"{section}.freeze_layers={n_frozen} would freeze every layer: "
+                                                   f"this model has {n_layers}", field="num_hidden_layers")
+
+
+def freeze_bottom(lm: torch.nn.Module, n_layers: int, section: str) -> None:
+    """Freeze the input embeddings and the first ``n_layers`` decoder layers (nothing when 0).
+    ``section`` names the params section in errors (``sft`` or ``rl``)."""
+    if n_layers == 0:
+        return
+    layers = getattr(lm.base_model, "layers", None)
+    if layers is None:
+        raise ValueError(f"{section}.freeze_layers: cannot find the decoder layers of {type(lm).__name__}")
+    if n_layers >= len(layers):
+        raise ValueError(f"{section}.freeze_layers={n_layers} would freeze every layer: the model has {len(layers)}")
+    lm.get_input_embeddings().requires_grad_(False)
+    for layer in layers[:n_layers]:
+        layer.requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+def sha256_file(path: Path, h=None) -> str:
+    """The sha256 of a file's bytes (read in blocks); with ``h``, the bytes are added to that hash instead."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(cfg: Any, data_files: dict[str, str], base_dir: str | os.PathLike, num_processes: int) -> str:
+    """What a checkpoint must match to be resumed: the params that change the result (the trainer's config
+    dataclass, :class:`searchr2.sft.SFTConfig` or :class:`searchr2.rl.RLConfig`), the input files' contents
+    (``data_files``: name -> content hash), every file of the starting model directory, and the number
+    of processes (which changes how the work is shared out). ``save_every_steps`` does not change the
+    result and is left out."""
+    h = hashlib.sha256()
+    params = {k: v for k, v in asdict(cfg).items() if k != "save_every_steps"}
+    h.update(json.dumps({"params": params, "data": sorted(data_files.values()), "processes": num_processes},
+                        sort_keys=True).encode())
+    base_dir = Path(base_dir)
+    for f in sorted(p for p in base_dir.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(base_dir)).encode() + b"\0")
+        sha256_file(f, h)
+    return h.hexdigest()
+
+
+def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    found = []
+    if root.is_dir():
+        for d in root.iterdir():
+            m = _CHECKPOINT.fullmatch(d.name)
+            if m and d.is_dir() and (d / PROGRESS_FILE).exists():
+                found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def clean_checkpoints(root: str | os.PathLike, expected_fingerprint: str, stage: str) -> None:
+    """Leave under ``root`` at most one checkpoint: the latest complete one, if it belongs to this run.
+
+    Removes the temporary directories of interrupted saves, older checkpoints, and a stale checkpoint
+    (written for other params, input data or starting model), saying so. Call on the main process only.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for d in root.iterdir():
+        if d.is_dir() and not _CHECKPOINT.fullmatch(d.name):   # an interrupted save
+            shutil.rmtree(d, ignore_errors=True)
+    found = _complete_checkpoints(root)
+    for _, older in found[:-1]:
+        shutil.rmtree(older, ignore_errors=True)
+    if found:
+        step, path = found[-1]
+        progress = json.loads((path / PROGRESS_FILE).read_text())
+        if progress.get("fingerprint") != expected_fingerprint:
+            print(f"[{stage}] discarding the checkpoint at step {step}: it was written for other params, input "
+                  "data or starting model", file=sys.stderr)
+            shutil.rmtree(path)
+
+
+def latest_checkpoint(root: str | os.PathLike) -> tuple[Path, dict] | None:
+    """The latest complete checkpoint under ``root`` and its progress record, or None."""
+    found = _complete_checkpoints(Path(root))
+    if not found:
+        return None
+    path = found[-1][1]
+    return path, json.loads((path / PROGRESS_FILE).read_text())
+
+
+def resume(accelerator, checkpoint_dir: Path, run_id: str, fresh: dict, stage: str) -> tuple[dict, bool]:
+    """Load the checkpoint of this same run (``run_id``) into the prepared objects, if there is one.
+
+    Every process calls this after ``accelerator.prepare``. Returns the progress record to go on from
+    (``fresh`` when starting afresh) and whether a checkpoint was loaded.
+    """
+    if accelerator.is_main_process:
+        clean_checkpoints(checkpoint_dir, run_id, stage)
+    accelerator.wait_for_everyone()
+    found = latest_checkpoint(checkpoint_dir)
+    if found is None:
+        return fresh, False
+    path, progress = found
+    accelerator.load_state(str(path))
+    return progress, True
+
+
+def save_checkpoint(accelerator, root: str | os.PathLike, progress: dict) -> Path:
+    """Save the full training state as ``root/step-<N>``, replacing the previous checkpoint.
+
+    Every process writes its part into a temporary sibling; the main process adds ``progress.json``,
+    renames the directory into place and only then removes the older checkpoint, so at every moment
+    the latest complete checkpoint is on disk, and an interrupted save leaves only a temporary
+    directory, which the next run removes.
+    """
+    root = Path(root)
+    name = f"step-{progress['step']:07d}"
+    final, tmp = root / name, root / f".{name}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / PROGRESS_FILE).write_text(json.dumps(progress, indent=2, sort_keys=True) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for _, older in _complete_checkpoints(root):
+                if older != final:
+                    shutil.rmtree(older, ignore_errors=True)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    accelerator.wait_for_everyone()
+    return final
+
+
+def remove_checkpoints(root: str | os.PathLike) -> None:
+    """Remove every checkpoint under ``root`` (after the model is written), keeping ``root`` itself."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)       # an empty directory is still a valid DVC output
+    for d in root.iterdir():
+        shutil.rmtree(d) if d.is_dir() else d.unlink()
+
+
+# ------------------------------------------------------------------------------------------ dvclive
+
+def trim_live_plots(live_dir: Path, last_step: int) -> None:
+    """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if not lines:
+            continue
+        step_col = lines[0].split("\t").index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= last_step]
+        tsv.write_text("\n".join(kept) + "\n")
+
+
+def open_live(live_dir: str | os.PathLike, resumed_from: int):
+    """A dvclive logger writing to ``live_dir`` (metrics.json + per-step TSVs for DVC plots); a run resumed
+    from step ``resumed_from`` > 0 continues the curves of the killed run, without its rows after that step."""
+    from dvclive import Live
+
+    if resumed_from:
+        trim_live_plots(Path(live_dir), resumed_from)
+    return Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)
