@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
+from searchr2.generation import by_length, eos_ids, eval_mode, generation_config, left_pad, pad_id
 from searchr2.metrics import normalize_answer
 from searchr2.protocol import build_chat_ids, format_documents, normalize_question
 
@@ -282,34 +283,18 @@ class LLMJudge:
     def generate(self, prompts: list[list[int]]) -> list[str]:
         """Greedy replies to token-id prompts, batched with left padding (shortest prompts together)."""
         import torch
-        from transformers import GenerationConfig
 
         tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        eos: set[int] = set()
-        for value in (tok.eos_token_id, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)):
-            if isinstance(value, int):
-                eos.add(value)
-            elif isinstance(value, (list, tuple)):
-                eos.update(int(v) for v in value)
+        eos = eos_ids(self.model, tok)
         # Greedy set explicitly, so a model's own sampling defaults cannot turn the judge stochastic.
-        gen_cfg = GenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad,
-                                   eos_token_id=sorted(eos) or None, repetition_penalty=1.0)
+        gen_cfg = generation_config(tok, eos, self.max_new_tokens, do_sample=False)
         drop = [s for s in getattr(tok, "all_special_tokens", []) if s not in (THINK_OPEN, THINK_CLOSE)]
         device = getattr(self.model, "device", torch.device("cpu"))
-        was_training = self.model.training
-        self.model.eval()
         replies: dict[int, str] = {}
-        try:
-            order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-            for k in range(0, len(order), self.batch_size):
-                rows = order[k:k + self.batch_size]
-                width = max(len(prompts[i]) for i in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for r, i in enumerate(rows):
-                    ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i], dtype=torch.long)
-                    mask[r, width - len(prompts[i]):] = 1
+        with eval_mode(self.model):
+            for rows in by_length(prompts, self.batch_size):
+                ids, mask = left_pad([prompts[i] for i in rows], pad_id(tok))
+                width = ids.shape[1]
                 with torch.inference_mode():
                     out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                               generation_config=gen_cfg)
@@ -320,8 +305,6 @@ class LLMJudge:
                     for s in drop:
                         text = text.replace(s, "")
                     replies[i] = text
-        finally:
-            self.model.train(was_training)
         return [replies[i] for i in range(len(prompts))]
 
     def judge(self, records: Sequence[dict], trajectories: Sequence) -> list[JudgeResult]:

@@ -94,17 +94,19 @@ def extract_answer(model_output: str | None) -> str | None:
 
     Pass only what the model generated: the prompt itself contains an example answer.
     """
-    if not model_output:
-        return None
-    matches = _ANSWER_RE.findall(model_output)
-    return matches[-1].strip() if matches else None
+    return _last_match(_ANSWER_RE, model_output)
 
 
 def extract_search(turn_text: str | None) -> str | None:
     """The stripped query of the last complete ``<search>…</search>`` in one turn, or None."""
-    if not turn_text:
+    return _last_match(_SEARCH_RE, turn_text)
+
+
+def _last_match(pattern, text: str | None) -> str | None:
+    """The stripped group of ``pattern``'s last match in ``text``; None for no text or no match."""
+    if not text:
         return None
-    matches = _SEARCH_RE.findall(turn_text)
+    matches = pattern.findall(text)
     return matches[-1].strip() if matches else None
 
 

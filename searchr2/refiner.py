@@ -37,6 +37,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from searchr2.generation import by_length, eval_mode, left_pad, pad_id
 from searchr2.protocol import build_chat_ids, normalize_question, truncate_to_tokens
 from searchr2.rollout import RolloutConfig, Trajectory, rollout
 
@@ -171,22 +172,11 @@ def decision_distributions(model, tokenizer, prompts: list[list[int]], n_steps: 
 
     if len(prompts) != len(n_steps):
         raise ValueError(f"{len(prompts)} prompts but {len(n_steps)} step counts")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = getattr(model, "device", torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    out: list[list[float]] = []
-    try:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    with eval_mode(model):
         results: dict[int, list[float]] = {}
-        for k in range(0, len(order), batch_size):
-            rows = order[k:k + batch_size]
-            width = max(len(prompts[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, i in enumerate(rows):
-                ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[r, width - len(prompts[i]):] = 1
+        for rows in by_length(prompts, batch_size):
+            ids, mask = left_pad([prompts[i] for i in rows], pad_id(tokenizer))
             with torch.inference_mode():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                logits_to_keep=1).logits[:, -1].float()
@@ -194,10 +184,7 @@ def decision_distributions(model, tokenizer, prompts: list[list[int]], n_steps: 
             for r, i in enumerate(rows):
                 cand = logp[r, answer_token_ids(tokenizer, n_steps[i])]
                 results[i] = torch.softmax(cand, dim=0).tolist()
-        out = [results[i] for i in range(len(prompts))]
-    finally:
-        model.train(was_training)
-    return out
+    return [results[i] for i in range(len(prompts))]
 
 
 def revise_decision(probs: list[float], cfg: RefinerConfig) -> bool:
@@ -286,20 +273,20 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
     """
     final = list(trajectories)
     decisions: list[Decision] = []
-    open_ = [i for i, t in enumerate(final) if t.turns >= 1]
+    pending = [i for i, t in enumerate(final) if t.turns >= 1]   # trajectories still to be reviewed
     for round_no in range(cfg.max_revisions):
-        if not open_:
+        if not pending:
             break
-        prompts = [meta_prompt_ids(tokenizer, final[i], cfg) for i in open_]
-        probs = [final[i].review_probs if cfg.layout == "inline" else None for i in open_]
+        prompts = [meta_prompt_ids(tokenizer, final[i], cfg) for i in pending]
+        probs = [final[i].review_probs if cfg.layout == "inline" else None for i in pending]
         todo = [k for k, p in enumerate(probs) if p is None]
         if todo:
             scored = decision_distributions(model, tokenizer, [prompts[k] for k in todo],
-                                            [final[open_[k]].turns for k in todo], cfg.batch_size)
+                                            [final[pending[k]].turns for k in todo], cfg.batch_size)
             for k, p in zip(todo, scored):
                 probs[k] = p
         revise, cuts = [], []
-        for i, prompt, p in zip(open_, prompts, probs):
+        for i, prompt, p in zip(pending, prompts, probs):
             action = 0
             if revise_decision(p, cfg):
                 action = 1 + rng.choices(range(len(p) - 1), weights=cut_distribution(p))[0]
@@ -316,7 +303,7 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
                              review=review_hook(tokenizer, cfg) if more else None)
             for i, t in zip(revise, redone):
                 final[i] = t
-        open_ = revise
+        pending = revise
     return final, decisions
 
 

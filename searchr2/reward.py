@@ -120,7 +120,7 @@ def score(records: Sequence[dict], trajectories: Sequence, cfg: RewardConfig, ju
     return rows
 
 
-def summarize(rows: Sequence[dict]) -> dict:
+def reward_stats(rows: Sequence[dict]) -> dict:
     """Batch means for logging (SPEC §5).
 
     ``reward`` mean R; ``em`` mean outcome; ``process_correct`` mean r_process over the judged (=

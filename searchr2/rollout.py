@@ -58,6 +58,7 @@ from typing import Callable, Sequence
 
 from transformers import StoppingCriteria
 
+from searchr2.generation import by_length, eos_ids, eval_mode, generation_config, left_pad, pad_id
 from searchr2.protocol import (ANSWER_CLOSE, CORRECTION_MESSAGE, FINAL_STOPS, FINAL_TURN_MESSAGE, SEARCH_CLOSE,
                                TURN_STOPS, build_prompt_ids, extract_answer, extract_search, normalize_question,
                                observation_text)
@@ -318,16 +319,6 @@ class _TurnStop(StoppingCriteria):
         return torch.tensor([d is not None for d in self.done_at], dtype=torch.bool, device=input_ids.device)
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
-
-
 def _run_generate(model, tokenizer, input_ids, attention, cache, limits: list[int], stops: list[tuple[str, ...]],
                   cfg: RolloutConfig, seed: int):
     """One ``generate`` call on a left-padded batch; returns (each row's new ids cut at its stop, output).
@@ -336,9 +327,9 @@ def _run_generate(model, tokenizer, input_ids, attention, cache, limits: list[in
     ``generate`` then feeds only the columns the cache does not cover.
     """
     import torch
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import StoppingCriteriaList
 
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     width = input_ids.shape[1]
     device = getattr(model, "device", torch.device("cpu"))
     stopper = _TurnStop(tokenizer, width, stops, limits, eos)
@@ -346,9 +337,8 @@ def _run_generate(model, tokenizer, input_ids, attention, cache, limits: list[in
     # (e.g. top_k=50) cannot silently change the policy the trainer assumes.
     sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0) if cfg.do_sample else {
         "do_sample": False}
-    gen_cfg = GenerationConfig(max_new_tokens=max(limits), pad_token_id=_pad_id(tokenizer),
-                               eos_token_id=sorted(eos) or None, repetition_penalty=1.0,
-                               return_dict_in_generate=True, use_cache=True, **sampling)
+    gen_cfg = generation_config(tokenizer, eos, max(limits), return_dict_in_generate=True, use_cache=True,
+                                **sampling)
     cuda = [device.index or 0] if getattr(device, "type", "cpu") == "cuda" else []
     with torch.random.fork_rng(devices=cuda), torch.inference_mode():
         torch.manual_seed(seed)
@@ -363,10 +353,6 @@ def _run_generate(model, tokenizer, input_ids, attention, cache, limits: list[in
         n = stopper.done_at[r] if stopper.done_at[r] is not None else len(row)
         result.append(row[:min(n, limits[r])])
     return result, sequences, out.past_key_values
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 class _Group:
@@ -399,12 +385,7 @@ class _Group:
         if not self.members:
             return {}
         tails = [trajs[i].token_ids[self.synced.get(i, 0):] for i in self.members]
-        block = torch.full((len(tails), max(len(t) for t in tails)), _pad_id(tokenizer), dtype=torch.long)
-        block_mask = torch.zeros_like(block)
-        for r, tail in enumerate(tails):
-            if tail:
-                block[r, -len(tail):] = torch.tensor(tail, dtype=torch.long)
-                block_mask[r, -len(tail):] = 1
+        block, block_mask = left_pad(tails, pad_id(tokenizer))
         ids = block if self.ids is None else torch.cat([self.ids, block], dim=1)
         mask = block_mask if self.mask is None else torch.cat([self.mask, block_mask], dim=1)
         new, sequences, cache = _run_generate(model, tokenizer, ids, mask, self.cache,
@@ -434,11 +415,7 @@ class _Group:
         keep = [self.members.index(i) for i in rows]
         asks = [review(trajs[i]) for i in rows]
         tails = [trajs[i].token_ids[self.synced.get(i, 0):] + list(suffix) for i, (suffix, _) in zip(rows, asks)]
-        block = torch.full((len(rows), max(len(t) for t in tails)), _pad_id(tokenizer), dtype=torch.long)
-        block_mask = torch.zeros_like(block)
-        for r, tail in enumerate(tails):
-            block[r, -len(tail):] = torch.tensor(tail, dtype=torch.long)
-            block_mask[r, -len(tail):] = 1
+        block, block_mask = left_pad(tails, pad_id(tokenizer))
         index = torch.tensor(keep, dtype=torch.long)
         covered = self.cache.get_seq_length()            # generate leaves its last sampled column out of the cache
         block = torch.cat([self.ids[index, covered:], block], dim=1)
@@ -557,10 +534,7 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
         normalize_question(q)  # fail early on empty / non-string questions
     trajs = [_start(tokenizer, q, p, cfg) for q, p in zip(questions, prefixes)]
 
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
+    with eval_mode(model):
         round_no, groups = 0, None
         while True:
             live = []
@@ -584,9 +558,9 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
             limits = {i: min(cfg.max_new_tokens, cfg.max_context_tokens - len(trajs[i].token_ids)) for i in live}
             stops = {i: FINAL_STOPS if final[i] else TURN_STOPS for i in live}
             if groups is None or not cfg.reuse_cache:
-                # shortest contexts together, so rows of one batch need little padding
-                order = sorted(live, key=lambda i: (len(trajs[i].token_ids), i))
-                groups = [_Group(order[k:k + cfg.batch_size]) for k in range(0, len(order), cfg.batch_size)]
+                # shortest contexts together (live is in index order), so rows of one batch need little padding
+                groups = [_Group([live[k] for k in batch])
+                          for batch in by_length([trajs[i].token_ids for i in live], cfg.batch_size)]
             generated: dict[int, list[int]] = {}
             for g, group in enumerate(groups):
                 seed = (cfg.seed * 1_000_003 + round_no * 7919 + g) % 2 ** 63
@@ -620,7 +594,4 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
                     finish_trajectory(t, "context_cap", tokenizer)
                     continue
                 t.add_tool_output(ids, query, docs)
-    finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
     return trajs

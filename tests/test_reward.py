@@ -5,7 +5,7 @@ import random
 import pytest
 
 from searchr2.judge import JudgeResult, RuleJudge
-from searchr2.reward import RewardConfig, hybrid_reward, score, summarize
+from searchr2.reward import RewardConfig, hybrid_reward, reward_stats, score
 from searchr2.rollout import Trajectory
 
 Q = "Who founded Orvane Bay?"
@@ -152,11 +152,11 @@ def test_default_judge_is_built_from_config():
     assert rows[0]["reward"] == 1.5                            # the rule judge: the repeat is not useful
 
 
-def test_summarize():
+def test_reward_stats():
     recs = [record()] * 4
     ts = [traj("Mira Tesk", [[GOOD], [NOISE]]), traj("Mira Tesk", [[GOOD]]), traj("no", [[GOOD], [NOISE], [GOOD]]),
           traj("Mira Tesk", [])]
-    s = summarize(score(recs, ts, RewardConfig()))
+    s = reward_stats(score(recs, ts, RewardConfig()))
     assert s["n"] == 4
     assert s["reward"] == pytest.approx((1.5 + 2.0 + 0.0 + 1.0) / 4, abs=1e-4)
     assert s["em"] == 0.75
@@ -164,16 +164,16 @@ def test_summarize():
     assert s["useful_share"] == pytest.approx(2 / 3, abs=1e-4)   # judged collections only: 2 useful of 3
     assert s["searches"] == 1.5
     assert (s["judged"], s["unparsable"]) == (3, 0)
-    s = summarize(score(recs, ts, RewardConfig(process=False)))
+    s = reward_stats(score(recs, ts, RewardConfig(process=False)))
     assert s["process_correct"] is None and s["useful_share"] is None and s["judged"] == 0
-    assert summarize([])["n"] == 0
+    assert reward_stats([])["n"] == 0
 
 
-def test_summarize_counts_unparsable():
+def test_reward_stats_counts_unparsable():
     class Garbled(RecordingJudge):
         def judge(self, records, trajectories):
             return [JudgeResult(useful=0, searches=len(t.documents), parsed=False, reply="??") for t in trajectories]
 
     rows = score([record()] * 2, [traj("Mira Tesk", [[GOOD]]), traj("Mira Tesk", [[NOISE]])], RewardConfig(), Garbled())
     assert [r["reward"] for r in rows] == [1.0, 1.0]
-    assert summarize(rows)["unparsable"] == 2
+    assert reward_stats(rows)["unparsable"] == 2
