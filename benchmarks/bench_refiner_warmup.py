@@ -55,9 +55,9 @@ def main() -> None:
     from searchr2.refiner import accuracy, decision_auc, decision_distributions
     from searchr2.retrieval import load_retriever
     from searchr2.sft import load_sft_data, train_sft
-    from searchr2.sft_data import build
-    from searchr2.stage import INDEX_DIR, SFT_REFINER_HELDOUT
-    from stages.sft_data import load_train_records
+    from searchr2.sft_data import build_warmup_data
+    from searchr2.paths import INDEX_DIR, QA_DIR, SFT_REFINER_HELDOUT
+    from searchr2.data import load_train_records
 
     p = load_params()
     data_cfg = dataclasses.replace(p.sft_data, actor_examples=0, refiner_examples=args.examples,
@@ -68,8 +68,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
     t0 = time.perf_counter()
-    _, refiner, heldout, summary = build(load_train_records(p.data.train_sets), tokenizer, retriever, p.rollout,
-                                         p.refiner, data_cfg)
+    _, refiner, heldout, summary = build_warmup_data(load_train_records(QA_DIR, p.data.train_sets), tokenizer,
+                                                     retriever, p.rollout, p.refiner, data_cfg)
     build_s = time.perf_counter() - t0
     pipeline_heldout = load_labelled_meta_prompts(SFT_REFINER_HELDOUT)
     if [r["token_ids"] for r in heldout] != [r["token_ids"] for r in pipeline_heldout]:

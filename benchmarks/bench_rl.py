@@ -105,8 +105,8 @@ def main() -> None:
     from searchr2.params import load_params
     from searchr2.retrieval import load_retriever
     from searchr2.rl import split_questions, step_questions
-    from searchr2.stage import INDEX_DIR
-    from stages.sft_data import load_train_records
+    from searchr2.paths import INDEX_DIR, QA_DIR
+    from searchr2.data import load_train_records
 
     torch.set_num_threads(args.threads)
     os.chdir(ROOT)
@@ -115,7 +115,7 @@ def main() -> None:
         raise SystemExit("params.yaml is not the full Search-R2 configuration (refiner.enabled and reward.process)")
     tokenizer = load_tokenizer(args.model)
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
-    pool, _ = split_questions(load_train_records(p.data.train_sets), p.rl)
+    pool, _ = split_questions(load_train_records(QA_DIR, p.data.train_sets), p.rl)
     arms = [Arm("search_r1", args.model, p, p.rl, dataclasses.replace(p.refiner, enabled=False),
                 dataclasses.replace(p.reward, process=False), None),
             Arm("search_r2", args.model, p, p.rl, p.refiner, p.reward, make_judge(p.reward))]

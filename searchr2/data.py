@@ -1,4 +1,9 @@
-"""Real benchmark data for the paper profile: FlashRAG QA sets and the wiki-18 corpus.
+"""QA sets in the FlashRAG schema: which split is evaluated on, the one loader every stage reads
+them with, and the paper profile's preparation of the real benchmarks and the wiki-18 corpus.
+
+Every stage reads its questions through :func:`load_eval_set` (the evaluation split of a set:
+``test``, else ``dev``, see :func:`first_eval_split`) or :func:`load_train_records` (the train
+splits), from ``<qa_dir>/<dataset>/<split>.jsonl`` as the world stage wrote them.
 
 The embedded default builds its questions and passages with :mod:`searchr2.world`. The paper
 profile instead reads the published benchmarks, and this module is the single place that turns
@@ -31,10 +36,8 @@ Two sources of QA sets are supported (``DataConfig.source``):
     Errors in parquet files use the 1-based row index within the file as the "line".
 
 The corpus always comes from a local wiki-18 jsonl or jsonl.gz (21M passages, about 14 GB): it
-is streamed one line at a time and never held in memory. Duplicate passage ids are always
-rejected. Remembering 21M ids as Python strings would cost about 1.5 GB, so ids written as
-canonical decimal integers (all of wiki-18's) are tracked in a bitmap instead (about 2.6 MB for
-21M ids); any other id falls back to a set. The check is therefore cheap enough to need no flag.
+is streamed one line at a time through :func:`searchr2.corpus.iter_source_passages`, which
+validates every line and rejects repeated ids, and is never held in memory.
 """
 from __future__ import annotations
 
@@ -45,12 +48,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from searchr2.io import (InputError, atomic_dir, atomic_file, open_text, parse_jsonl_line, read_jsonl,
-                         require_field)
+from searchr2.corpus import byte_progress, iter_source_passages, passage_line
+from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id
 
 #: The seven evaluation benchmarks of the paper, in the order of its tables.
 PAPER_TEST_SETS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
@@ -61,13 +64,25 @@ EVAL_SPLIT_ORDER = ("test", "dev")
 #: The split trained on.
 TRAIN_SPLIT = "train"
 
+
+def first_eval_split(has_split: Callable[[str], bool]) -> str | None:
+    """The split a dataset is evaluated on: the first of :data:`EVAL_SPLIT_ORDER` (``test``, then
+    ``dev``) for which ``has_split(split)`` is true, asked in that order; None when it has neither.
+
+    FlashRAG keeps the official test sets where they are public and the dev sets otherwise, which
+    is what the paper (arXiv 2602.03647) reports on. This is the one place the rule is written.
+    """
+    return next((split for split in EVAL_SPLIT_ORDER if has_split(split)), None)
+
+
+# The paper benchmarks whose test split is public (and in FlashRAG); the others have only dev.
+_PUBLIC_TEST_SETS = frozenset({"nq", "triviaqa", "popqa", "bamboogle"})
+#: The split each paper benchmark is evaluated on, in table order (the embedded world generates these).
+PAPER_EVAL_SPLITS = {dataset: first_eval_split(lambda split, d=dataset: split == "dev" or d in _PUBLIC_TEST_SETS)
+                     for dataset in PAPER_TEST_SETS}
+
 _SOURCES = ("world", "hub", "local")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-# Integer ids below this bound go into the duplicate bitmap (2**28 bits = 32 MiB at most);
-# larger ones, and ids that are not canonical integers, go into a set.
-_BITMAP_LIMIT = 1 << 28
-# The progress bar over the corpus is refreshed every this many lines (cheaper than every line).
-_PROGRESS_EVERY = 4096
 
 
 @dataclass(frozen=True)
@@ -123,17 +138,6 @@ class HubError(RuntimeError):
 # QA records
 # ---------------------------------------------------------------------------------------------
 
-def _as_id(record: dict, path: str | os.PathLike, line: int | None) -> str:
-    """Read ``id`` as a non-empty string; integers are accepted and converted."""
-    value = require_field(record, "id", (str, int), path, line)
-    if isinstance(value, bool):
-        raise InputError(path, "expected str or int, got bool", line=line, field="id")
-    value = str(value)
-    if not value.strip():
-        raise InputError(path, "is blank", line=line, field="id")
-    return value
-
-
 def validate_qa_record(record: Any, path: str | os.PathLike, line: int | None) -> dict:
     """Check one FlashRAG QA record and return it normalised.
 
@@ -144,7 +148,7 @@ def validate_qa_record(record: Any, path: str | os.PathLike, line: int | None) -
     """
     if not isinstance(record, dict):
         raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line)
-    rid = _as_id(record, path, line)
+    rid = require_id(record, path, line)
     question = require_field(record, "question", str, path, line).strip()
     if not question:
         raise InputError(path, "is blank", line=line, field="question")
@@ -176,6 +180,50 @@ def _validated(rows: Iterable[tuple[str, int, Any]], limit: int | None) -> Itera
                              line=line, field="id")
         seen[record["id"]] = (str(path), line)
         yield record
+
+
+# --- the pipeline's QA files (what the world stage wrote; read by every later stage) ---------------
+
+def qa_path(qa_dir: str | os.PathLike, dataset: str, split: str) -> Path:
+    """Where the world stage writes ``dataset``/``split``: ``<qa_dir>/<dataset>/<split>.jsonl``."""
+    return Path(qa_dir) / dataset / f"{split}.jsonl"
+
+
+def eval_split_path(qa_dir: str | os.PathLike, dataset: str) -> Path:
+    """The evaluation split file of a dataset under ``qa_dir``: ``test.jsonl``, else ``dev.jsonl``."""
+    split = first_eval_split(lambda s: qa_path(qa_dir, dataset, s).exists())
+    if split is None:
+        names = " or ".join(f"{s}.jsonl" for s in EVAL_SPLIT_ORDER)
+        raise InputError(Path(qa_dir) / dataset, f"no {names}; run the `world` stage first")
+    return qa_path(qa_dir, dataset, split)
+
+
+def read_qa_file(path: str | os.PathLike, limit: int | None = None) -> Iterator[dict]:
+    """Stream the validated records of one QA jsonl (:func:`validate_qa_record`; ids unique in the
+    file), only the first ``limit`` of them when it is given."""
+    return _validated(((path, line, record) for line, record in read_jsonl(path)), limit)
+
+
+def load_eval_set(qa_dir: str | os.PathLike, dataset: str, max_questions: int | None) -> list[dict]:
+    """The first ``max_questions`` records (all when None) of a dataset's evaluation split."""
+    path = eval_split_path(qa_dir, dataset)
+    records = list(read_qa_file(path, max_questions))
+    if not records:
+        raise InputError(path, "the eval set is empty")
+    return records
+
+
+def load_train_records(qa_dir: str | os.PathLike, train_sets: Iterable[str]) -> list[dict]:
+    """The train splits of ``train_sets``, concatenated in that order (the paper trains on NQ + HotpotQA)."""
+    records = []
+    for name in train_sets:
+        path = qa_path(qa_dir, name, TRAIN_SPLIT)
+        if not path.exists():
+            raise InputError(path, "no train split; run the `world` stage first (train sets: data.train_sets)")
+        records += read_qa_file(path)
+    if not records:
+        raise InputError(qa_dir, f"the train sets {list(train_sets)} are empty")
+    return records
 
 
 # --- local files ------------------------------------------------------------------------------
@@ -288,7 +336,7 @@ def _check_source(cfg: DataConfig) -> None:
 
 
 def eval_split(cfg: DataConfig, dataset: str) -> str:
-    """Which split of ``dataset`` is evaluated on: ``"test"`` if it exists, else ``"dev"``.
+    """Which split of ``dataset`` the source offers for evaluation (:func:`first_eval_split`).
 
     FlashRAG keeps the official test sets where they are public (NQ, TriviaQA, PopQA, Bamboogle)
     and the dev sets otherwise (HotpotQA, 2Wiki, Musique), which is what the paper reports.
@@ -296,15 +344,15 @@ def eval_split(cfg: DataConfig, dataset: str) -> str:
     _check_source(cfg)
     if cfg.source == "hub":
         available = _hub_splits(cfg, dataset)
-        for split in EVAL_SPLIT_ORDER:
-            if split in available:
-                return split
+        split = first_eval_split(lambda s: s in available)
+        if split is not None:
+            return split
         raise HubError(f"Hugging Face dataset {cfg.hub_dataset!r}, config {dataset!r} has no "
                        f"{' or '.join(EVAL_SPLIT_ORDER)} split (it has: {', '.join(available) or 'none'})")
     root = _local_root(cfg)
-    for split in EVAL_SPLIT_ORDER:
-        if _local_files(root, dataset, split) is not None:
-            return split
+    split = first_eval_split(lambda s: _local_files(root, dataset, s) is not None)
+    if split is not None:
+        return split
     expected = [c for split in EVAL_SPLIT_ORDER for c in _local_candidates(root, dataset, split)]
     raise InputError(root / dataset, f"no evaluation split for dataset {dataset!r}; expected one of: "
                      + ", ".join(expected))
@@ -334,90 +382,15 @@ def load_qa_split(cfg: DataConfig, dataset: str, split: str, limit: int | None =
 
 
 # ---------------------------------------------------------------------------------------------
-# Corpus
-# ---------------------------------------------------------------------------------------------
-
-class _IdSet:
-    """Remembers seen passage ids cheaply: canonical integer ids in a bitmap, others in a set."""
-
-    def __init__(self) -> None:
-        self._bits = bytearray()
-        self._other: set[str] = set()
-
-    def add(self, pid: str) -> bool:
-        """Record ``pid``; return False if it was already seen."""
-        if pid.isascii() and pid.isdigit() and (pid == "0" or pid[0] != "0") and len(pid) < 10 \
-                and int(pid) < _BITMAP_LIMIT:
-            n = int(pid)
-            byte, bit = n >> 3, 1 << (n & 7)
-            if byte >= len(self._bits):
-                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
-            if self._bits[byte] & bit:
-                return False
-            self._bits[byte] |= bit
-            return True
-        if pid in self._other:
-            return False
-        self._other.add(pid)
-        return True
-
-
-def _validate_passage(record: dict, path: str | os.PathLike, line: int) -> dict:
-    pid = _as_id(record, path, line)
-    contents = require_field(record, "contents", str, path, line)
-    title_line, newline, _ = contents.partition("\n")
-    if not newline or len(title_line) < 2 or not (title_line.startswith('"') and title_line.endswith('"')):
-        raise InputError(path, 'must start with a quoted title line, as in "\\"Title\\"\\ntext"',
-                         line=line, field="contents")
-    return {"id": pid, "contents": contents}
-
-
-def _corpus_lines(path: Path, progress: tqdm | None) -> Iterator[tuple[int, dict]]:
-    """Like :func:`searchr2.io.read_jsonl`, but advancing ``progress`` by bytes read from disk.
-
-    For a .gz file the bar counts compressed bytes, so its total is the file size either way.
-    """
-    with open_text(path) as f:
-        raw = f.buffer.fileobj if isinstance(f.buffer, gzip.GzipFile) else f.buffer
-        done = 0
-        for lineno, line in enumerate(f, start=1):
-            if progress is not None and lineno % _PROGRESS_EVERY == 0:
-                pos = raw.tell()
-                progress.update(pos - done)
-                done = pos
-            record = parse_jsonl_line(line, path, lineno)
-            if record is not None:
-                yield lineno, record
-        if progress is not None:
-            progress.update(max(progress.total - done, 0) if progress.total else 0)
-
-
-def _iter_corpus(path: str | os.PathLike, progress: tqdm | None = None) -> Iterator[dict]:
-    path = Path(path)
-    seen = _IdSet()
-    for line, record in _corpus_lines(path, progress):
-        passage = _validate_passage(record, path, line)
-        if not seen.add(passage["id"]):
-            raise InputError(path, f"duplicate passage id {passage['id']!r}", line=line, field="id")
-        yield passage
-
-
-def iter_corpus(path: str | os.PathLike) -> Iterator[dict]:
-    """Stream the validated passages ``{"id": str, "contents": str}`` of a wiki-18 jsonl(.gz).
-
-    One line at a time, so the 14 GB corpus never sits in memory. Each passage needs an ``id``
-    (string, or integer converted to string), and ``contents`` holding a quoted title line, a
-    newline, then the text. Extra keys are dropped. Blank lines are skipped. A malformed line or
-    a repeated id raises :class:`InputError` with the file and line.
-    """
-    return _iter_corpus(path)
-
-
-# ---------------------------------------------------------------------------------------------
 # The prepare stage
 # ---------------------------------------------------------------------------------------------
 
-def _write_qa(records: Iterable[dict], out: Path, desc: str) -> int:
+def write_qa_file(records: Iterable[dict], out: Path, desc: str) -> int:
+    """Write QA records as ``out`` (jsonl, one record a line, parent folders made); return how many.
+
+    Not atomic by itself: both writers (the world stage and :func:`prepare_real_data`) write inside
+    an :func:`~searchr2.io.atomic_dir`.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with open(out, "w", encoding="utf-8") as f:
@@ -469,25 +442,23 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
         for dataset in cfg.test_sets:
             split = eval_split(cfg, dataset)
             records = load_qa_split(cfg, dataset, split, limit=cfg.max_test)
-            n = _write_qa(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
+            n = write_qa_file(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
             manifest["eval"][dataset] = {"split": split, "records": n,
                                          "path": str(qa_dir / dataset / f"{split}.jsonl")}
         for dataset in cfg.train_sets:
             records = load_qa_split(cfg, dataset, TRAIN_SPLIT, limit=cfg.max_train)
-            n = _write_qa(records, tmp_qa / dataset / f"{TRAIN_SPLIT}.jsonl", f"{dataset}/{TRAIN_SPLIT}")
+            n = write_qa_file(records, tmp_qa / dataset / f"{TRAIN_SPLIT}.jsonl", f"{dataset}/{TRAIN_SPLIT}")
             manifest["train"][dataset] = {"split": TRAIN_SPLIT, "records": n,
                                           "path": str(qa_dir / dataset / f"{TRAIN_SPLIT}.jsonl")}
 
         # The corpus is written inside the QA directory's transaction: if it fails, the
         # half-built QA directory is discarded as well, and vice versa.
         passages = 0
-        with atomic_file(corpus_out, "wb") as raw_out, \
-                tqdm(total=corpus_src.stat().st_size, desc=f"corpus {corpus_src.name}", unit="B",
-                     unit_scale=True) as bar:
+        with atomic_file(corpus_out, "wb") as raw_out, byte_progress(corpus_src, f"corpus {corpus_src.name}") as bar:
             out = _open_corpus_writer(raw_out, corpus_out)
             try:
-                for passage in _iter_corpus(corpus_src, bar):
-                    out.write((json.dumps(passage, ensure_ascii=False) + "\n").encode("utf-8"))
+                for passage in iter_source_passages(corpus_src, bar):
+                    out.write(passage_line(passage["id"], passage["contents"]).encode("utf-8"))
                     passages += 1
             finally:
                 if out is not raw_out:
@@ -499,6 +470,7 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
 
 
 __all__ = [
-    "DataConfig", "HubError", "PAPER_TEST_SETS", "PAPER_TRAIN_SETS", "EVAL_SPLIT_ORDER", "TRAIN_SPLIT",
-    "eval_split", "load_qa_split", "prepare_real_data", "validate_qa_record", "iter_corpus",
+    "DataConfig", "HubError", "PAPER_TEST_SETS", "PAPER_TRAIN_SETS", "PAPER_EVAL_SPLITS", "EVAL_SPLIT_ORDER",
+    "TRAIN_SPLIT", "first_eval_split", "eval_split", "load_qa_split", "prepare_real_data", "validate_qa_record",
+    "qa_path", "eval_split_path", "read_qa_file", "load_eval_set", "load_train_records", "write_qa_file",
 ]

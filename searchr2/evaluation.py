@@ -15,16 +15,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from searchr2.data import validate_qa_record
 from searchr2.io import InputError, read_jsonl
 from searchr2.metrics import cover_exact_match, exact_match, f1_score
+from searchr2.paths import MODEL_NAMES
 from searchr2.refiner import RefinerConfig, accuracy, decision_distributions
 from searchr2.rollout import RolloutConfig, Trajectory
-from searchr2.stage import MODEL_NAMES
 
 METRICS = ("em", "f1", "cover_em")
 BASELINES = ("direct", "rag")
-MODELS = MODEL_NAMES                # the pipeline's models; the evaluate stage runs once per model
 
 
 def system_model(system: str) -> str:
@@ -47,33 +45,12 @@ class EvalConfig:
         if self.max_questions is not None and self.max_questions < 1:
             raise ValueError(f"evaluate.max_questions must be >= 1 or null, got {self.max_questions}")
         for s in self.systems:
-            if s not in BASELINES and not (s.startswith("agent_") and system_model(s) in MODELS):
+            if s not in BASELINES and not (s.startswith("agent_") and system_model(s) in MODEL_NAMES):
                 raise ValueError(f"unknown system {s!r}: use direct, rag, agent_base, agent_sft or agent_rl")
         if len(set(self.systems)) != len(self.systems):
             raise ValueError(f"evaluate.systems lists a system twice: {list(self.systems)}")
         if self.chunk_size < 1:
             raise ValueError(f"evaluate.chunk_size must be >= 1, got {self.chunk_size}")
-
-
-def eval_file(qa_dir: Path, dataset: str) -> Path:
-    """The eval split file of a dataset: ``test.jsonl``, else ``dev.jsonl`` (FlashRAG's rule)."""
-    for split in ("test", "dev"):
-        path = Path(qa_dir) / dataset / f"{split}.jsonl"
-        if path.exists():
-            return path
-    raise InputError(Path(qa_dir) / dataset, "no test.jsonl or dev.jsonl; run the `world` stage first")
-
-
-def load_eval_set(qa_dir: Path, dataset: str, max_questions: int | None) -> list[dict]:
-    path = eval_file(qa_dir, dataset)
-    records = []
-    for line, record in read_jsonl(path):
-        records.append(validate_qa_record(record, path, line))
-        if max_questions is not None and len(records) >= max_questions:
-            break
-    if not records:
-        raise InputError(path, "the eval set is empty")
-    return records
 
 
 def score_row(record: dict, traj: Trajectory, tokenizer) -> dict:
@@ -87,8 +64,8 @@ def score_row(record: dict, traj: Trajectory, tokenizer) -> dict:
     }
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Per-set summary: scores ×100, answer rate, mean searches and turns."""
+def set_scores(rows: list[dict]) -> dict:
+    """One eval set's scores from its prediction rows: EM, F1, cover-EM ×100, answer rate, mean searches and turns."""
     n = len(rows)
     out = {m: round(100 * sum(r[m] for r in rows) / n, 2) for m in METRICS}
     out.update(n=n, answered=round(sum(r["prediction"] is not None for r in rows) / n, 4),
@@ -114,7 +91,7 @@ def run_system(answer_fn, sets: dict[str, list[dict]], tokenizer, chunk_size: in
                 trajs = answer_fn([r["question"] for r in chunk])
                 rows += [score_row(r, t, tokenizer) for r, t in zip(chunk, trajs)]
                 bar.update(len(chunk))
-            rows_by_set[name], summary[name] = rows, summarize(rows)
+            rows_by_set[name], summary[name] = rows, set_scores(rows)
             generated += sum(r["generated_tokens"] for r in rows)
     seconds = time.perf_counter() - start
     summary["avg"] = average({k: v for k, v in summary.items()})
@@ -163,5 +140,5 @@ def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where:
             raise InputError(where[model], f"no results for {system!r}; rerun `dvc repro evaluate@{model}`",
                              field=system)
         merged[system] = part[system]
-    refiner = {model: parts[model]["refiner"] for model in MODELS if (parts.get(model) or {}).get("refiner")}
+    refiner = {model: parts[model]["refiner"] for model in MODEL_NAMES if (parts.get(model) or {}).get("refiner")}
     return {**merged, "refiner": refiner}

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchr2.io import atomic_file
+from searchr2.paths import METRICS_JSON
 from searchr2.published import SET_LABELS, SETS
 from searchr2.report import fmt_cell, markdown_table, system_rows
 
-METRICS_FILE = "results/metrics.json"
+METRICS_FILE = METRICS_JSON.as_posix()   # the key dvc exp show --json files the metrics under
 PARAMS_FILE = "params.yaml"
 #: executor states whose results are final (None: an experiment saved before dvc recorded one)
 FINISHED = {None, "success"}

@@ -80,6 +80,21 @@ def require_field(record: dict, field: str, kind: type | tuple[type, ...], path:
     return value
 
 
+def require_id(record: dict, path: str | os.PathLike, line: int | None, field: str = "id") -> str:
+    """Return ``record[field]`` as a non-blank string id; integer ids are accepted and converted.
+
+    FlashRAG QA records and wiki-18 passages both carry ids that are sometimes JSON integers. A bool
+    (an int in Python) is refused, as is a missing, empty or blank id, each with a located error.
+    """
+    value = require_field(record, field, (str, int), path, line)
+    if isinstance(value, bool):
+        raise InputError(path, "expected str or int, got bool", line=line, field=field)
+    value = str(value)
+    if not value.strip():
+        raise InputError(path, "is blank", line=line, field=field)
+    return value
+
+
 def _tmp_sibling(path: Path, is_dir: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}.tmp-"

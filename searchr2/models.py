@@ -20,9 +20,9 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from searchr2.io import atomic_dir, read_jsonl
+from searchr2.corpus import corpus_texts
+from searchr2.io import atomic_dir
 
 #: The tag protocol of SPEC §1. Pretrained tokenizers keep them as ordinary text; the tiny
 #: tokenizer gets each one as a single (non-special, so it survives decoding) token.
@@ -127,11 +127,6 @@ def _convert_smollm2(cfg: ModelConfig, out: Path) -> dict:
     return {"gguf_file": str(gguf.name), "gguf_sha256": _sha256(gguf)}
 
 
-def _corpus_texts(corpus_path: Path) -> Iterator[str]:
-    for _, record in read_jsonl(corpus_path):
-        yield str(record.get("contents", ""))
-
-
 def train_tiny_tokenizer(corpus_path: Path, vocab_size: int):
     """Train a byte-level BPE tokenizer on the corpus; protocol tags become single tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -143,7 +138,7 @@ def train_tiny_tokenizer(corpus_path: Path, vocab_size: int):
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_corpus_texts(corpus_path), trainer=trainer)
+    bpe.train_from_iterator(corpus_texts(corpus_path), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         bos_token=None, unk_token=None)
     tokenizer.add_tokens(list(PROTOCOL_TAGS))

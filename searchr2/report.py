@@ -15,8 +15,8 @@ import io
 from pathlib import Path
 
 from searchr2.io import atomic_file
+from searchr2.paths import MODEL_NAMES
 from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SET_LABELS, SETS, TABLE2, PublishedRow
-from searchr2.stage import MODEL_NAMES
 
 SYSTEM_LABELS = {
     "direct": "Direct (base model)",
@@ -107,8 +107,7 @@ def plot_em_bars(rows: list[dict], out: Path, title: str) -> Path:
 
 def _pipeline_order(item) -> tuple:
     """base, sft, rl first, in the order the pipeline makes them (metrics.json stores keys sorted)."""
-    order = MODEL_NAMES
-    return (order.index(item[0]) if item[0] in order else len(order), item[0])
+    return (MODEL_NAMES.index(item[0]) if item[0] in MODEL_NAMES else len(MODEL_NAMES), item[0])
 
 
 def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,

@@ -1,7 +1,8 @@
 """Retrieval for the search tool: BM25 (pyserini/Lucene) and dense (bi-encoder + FAISS) behind one interface.
 
 Both index builders read the corpus jsonl (``{"id", "contents": "\\"Title\\"\\ntext"}``), validate
-every line while streaming it (a bad line is a located :class:`~searchr2.io.InputError`), and write
+every line while streaming it (:func:`searchr2.corpus.iter_passages`: a bad line is a located
+:class:`~searchr2.io.InputError`), and write
 their directory atomically, so a failed build leaves no half-made index for DVC to cache.
 
 * BM25: Anserini's ``IndexCollection`` (the jar inside pyserini) indexes a validated copy of the
@@ -40,7 +41,8 @@ from tqdm.auto import tqdm
 # instead. Only effective if set before torch/faiss are first imported; an explicit value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from searchr2.docstore import DocStore, copy_corpus, parse_contents, read_docs
+from searchr2.corpus import parse_contents
+from searchr2.docstore import DocStore, copy_corpus, read_docs
 from searchr2.io import atomic_dir, write_json
 
 METHODS = ("bm25", "dense")

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from searchr2.metrics import exact_match
 from searchr2.refiner import RefinerConfig, answer_token_ids, meta_prompt_ids
 from searchr2.rollout import RolloutConfig, Trajectory
-from searchr2.teacher import (CORRUPTIONS, MISTAKES, Plan, TeacherFailure, corrupted_trajectory, oracle_trajectory,
-                              plan_for, rejection_sample)
+from searchr2.teacher import (CORRUPTIONS, MISTAKES, NotApplicable, Plan, TeacherFailure, corrupted_trajectory,
+                              oracle_trajectory, plan_for, rejection_sample)
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,9 @@ def _refiner_record(record: dict, traj: Trajectory, label: int, corruption: str 
             "token_ids": prompt + [answer], "loss_mask": [0] * len(prompt) + [1]}
 
 
-def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConfig,
-          cfg: SFTDataConfig, sample_fn: Callable[[], Callable[[list[str]], list[Trajectory]]] | None = None):
+def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
+                      refiner_cfg: RefinerConfig, cfg: SFTDataConfig,
+                      sample_fn: Callable[[], Callable[[list[str]], list[Trajectory]]] | None = None):
     """Write the warm-up set from train ``records``; returns (actor, refiner, heldout records, stats).
 
     ``sample_fn()`` is called only if some record has no hop chain; it returns the sampler the
@@ -144,7 +145,7 @@ def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
                                          train_on_mistake=cfg.train_on_mistakes)
                 mistake = attempt
                 break
-            except ValueError:      # this mistake cannot be made here: write the clean trajectory
+            except NotApplicable:   # this mistake cannot be made here: write the clean trajectory
                 stats["mistake_not_applicable"] += 1
             except TeacherFailure as e:
                 stats[f"dropped_{e.reason}"] += 1
@@ -198,7 +199,7 @@ def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
                                                       corruption, rng, pools.distractors(plan),
                                                       pools.wrong_answers(plan, record))
                     out.append(_refiner_record(record, traj, step, corruption, tokenizer, refiner_cfg))
-            except (ValueError, TeacherFailure):
+            except (NotApplicable, TeacherFailure):
                 stats[f"{what}_skipped"] += 1
         return out, consumed
 
@@ -206,12 +207,12 @@ def build(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
     heldout, heldout_ids = refiner_examples(rest[::-1], cfg.refiner_heldout, "heldout", cfg.refiner_heldout_clean_share)
     refiner, _ = refiner_examples([r for r in rest if r["id"] not in heldout_ids], cfg.refiner_examples, "refiner",
                                   cfg.refiner_clean_share)
-    summary = summarize(actor, refiner, heldout, stats, used, time.perf_counter() - start)
+    summary = build_stats(actor, refiner, heldout, stats, used, time.perf_counter() - start)
     return actor, refiner, heldout, summary
 
 
-def summarize(actor: list[dict], refiner: list[dict], heldout: list[dict], stats: Counter, tried: int,
-              seconds: float) -> dict:
+def build_stats(actor: list[dict], refiner: list[dict], heldout: list[dict], stats: Counter, tried: int,
+                seconds: float) -> dict:
     """Counts and mix of the warm-up set (what DVC shows as the sft_data metrics)."""
     def tokens(rows):
         return sum(len(r["token_ids"]) for r in rows)

@@ -1,4 +1,7 @@
-"""What every DVC stage entry point shares: a clean exit on bad input, and the standard paths.
+"""What every DVC stage entry point shares: a clean exit on bad input, and offline defaults.
+
+The standard paths and model names are in :mod:`searchr2.paths` (the library reads them too).
+Importing this module sets environment variables (below), which is why the library never imports it.
 
 A stage that meets bad input (a malformed corpus line, a wrong param) prints one located message
 (``file:line: field 'x': ...``) and exits with status 2, without a Python traceback burying it.
@@ -15,26 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 from searchr2.io import InputError
-
-# Where the pipeline keeps its artifacts (all DVC outputs; see dvc.yaml).
-QA_DIR = Path("data/qa")
-CORPUS_DIR = Path("data/corpus")
-CORPUS = CORPUS_DIR / "corpus.jsonl"
-MODELS = Path("data/models")
-MODEL_NAMES = ("base", "sft", "rl")                     # the pipeline's models, in the order it makes them
-BASE_MODEL = MODELS / "base"
-BM25_INDEX = Path("data/index/bm25")
-DENSE_INDEX = Path("data/index/dense")
-INDEX_DIR = Path("data/index")
-RESULTS = Path("results")
-EVAL_DIR = RESULTS / "eval"                             # per-model evaluations (stages evaluate@<model>)
-SFT_DATA = Path("data/sft")                              # warm-up data (stage sft_data)
-SFT_ACTOR = SFT_DATA / "actor.jsonl"                     # Actor trajectories
-SFT_REFINER = SFT_DATA / "refiner.jsonl"                 # labelled meta prompts, trained on
-SFT_REFINER_HELDOUT = SFT_DATA / "refiner_heldout.jsonl"  # labelled meta prompts, never trained on
-RL_CHECKPOINTS = Path("data/checkpoints/rl")             # latest RL training state (stage rl)
-RL_BEST = Path("data/checkpoints/rl-best")               # the best-validated RL model so far
-SFT_CHECKPOINTS = Path("data/checkpoints/sft")           # resumable training state of stage sft (latest only)
 
 # Offline by default: nothing in the embedded profile needs the network, and a stray hub call
 # should fail fast instead of hanging. Paper profiles that do download set these to 0 themselves.
@@ -72,7 +55,3 @@ def run_stage(name: str, main: Callable[[], dict | None]) -> None:
         sys.exit(2)
     print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
-
-def model_dir(name: str) -> Path:
-    """Directory of one of the pipeline's models (:data:`MODEL_NAMES`)."""
-    return MODELS / name

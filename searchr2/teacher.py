@@ -58,6 +58,15 @@ class TeacherFailure(Exception):
 FAILURES = ("retriever_miss", "turn_budget", "context_cap", "turn_too_long")
 
 
+class NotApplicable(Exception):
+    """This mistake or corruption cannot be made for this record (a one-hop question has no bridge to
+    get wrong, no distractor is at hand, or the wrong search happens to show the right fact anyway).
+
+    Not a ``ValueError``: the warm-up builder (:mod:`searchr2.sft_data`) catches it to fall back to a
+    clean trajectory or another record, and must never swallow a real error that way.
+    """
+
+
 @dataclass(frozen=True)
 class Hop:
     """One fact to look up."""
@@ -218,7 +227,8 @@ def oracle_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: Roll
     chain into the next search). The mistaken turn is loss-masked unless ``train_on_mistake``.
     Raises :class:`TeacherFailure` when the retriever never shows a needed fact or the turn budget
     runs out; a mistake that cannot be made (its results happen to contain the fact, a one-hop
-    question for wrong_bridge) raises ``ValueError`` so the caller can pick another record.
+    question for wrong_bridge) raises :class:`NotApplicable` so the caller can pick another record.
+    An unknown ``mistake`` is a ``ValueError``.
     """
     rng = rng or random.Random(0)
     script = _Script(tokenizer, retriever, question, cfg)
@@ -228,7 +238,7 @@ def oracle_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: Roll
         bad_at = 0
     elif mistake == "wrong_bridge":
         if not chain or not distractors:
-            raise ValueError("wrong_bridge needs a chain of two or more hops and distractor names")
+            raise NotApplicable("wrong_bridge needs a chain of two or more hops and distractor names")
         bad_at = rng.randrange(1, len(plan.hops))
     elif mistake is not None:
         raise ValueError(f"unknown mistake {mistake!r}; use one of {', '.join(MISTAKES)}")
@@ -241,7 +251,7 @@ def oracle_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: Roll
                 observation = script.search(f"{lead}I need {hop.need}.", hop.noun or hop.query.split()[-1],
                                             trained=train_on_mistake)
                 if _visible(hop.found, observation):
-                    raise ValueError("the vague query found the fact anyway")
+                    raise NotApplicable("the vague query found the fact anyway")
                 lead = (f"These results are not about {hop.subject or hop.need}. "
                         f"I should name it in the query. ")
             else:
@@ -250,7 +260,7 @@ def oracle_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: Roll
                 observation = script.search(f"{_fact_with(prev, wrong)} Next, I need the {hop.noun} of {wrong}.",
                                             f"{wrong} {hop.noun}".strip(), trained=train_on_mistake)
                 if _visible(hop.found, observation):
-                    raise ValueError("the wrong bridge found the fact anyway")
+                    raise NotApplicable("the wrong bridge found the fact anyway")
                 lead = f"That was a mistake: {prev.fact} "
         facts.append(_look_up(script, hop, lead))
         lead = f"{facts[-1]} Next, " if h + 1 < len(plan.hops) else ""
@@ -265,27 +275,28 @@ def corrupted_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: R
     never saw and answers wrongly. ``wrong_bridge``: a chain's bridge is misread (a wrong entity
     carried into the next search), then a wrong answer. ``wrong_answer``: every search is right but
     the final answer is wrong. Steps before the flaw are the oracle's, so they are correct.
-    Raises ValueError when the corruption does not apply to this plan, TeacherFailure as the oracle.
+    Raises :class:`NotApplicable` when the corruption does not apply to this plan, :class:`TeacherFailure`
+    as the oracle, ``ValueError`` for an unknown ``corruption``.
     """
     wrong_answers = [a for a in wrong_answers if not exact_match(a, [plan.answer])]
     distractors = [d for d in distractors if all(normalize_answer(d) != normalize_answer(h.subject)
                                                  for h in plan.hops)]
     if not wrong_answers:
-        raise ValueError("no wrong answer to use")
+        raise NotApplicable("no wrong answer to use")
     wrong_final = rng.choice(wrong_answers)
     chain = not plan.comparison and len(plan.hops) > 1
     if corruption == "wrong_query":
         bad_at = rng.randrange(len(plan.hops))
     elif corruption == "wrong_bridge":
         if not chain:
-            raise ValueError("wrong_bridge needs a chain of two or more hops")
+            raise NotApplicable("wrong_bridge needs a chain of two or more hops")
         bad_at = rng.randrange(1, len(plan.hops))
     elif corruption == "wrong_answer":
         bad_at = len(plan.hops)
     else:
         raise ValueError(f"unknown corruption {corruption!r}; use one of {', '.join(CORRUPTIONS)}")
     if corruption != "wrong_answer" and not distractors:
-        raise ValueError("no distractor names")
+        raise NotApplicable("no distractor names")
 
     script = _Script(tokenizer, retriever, question, cfg)
     facts: list[str] = []
@@ -306,7 +317,7 @@ def corrupted_trajectory(plan: Plan, question: str, tokenizer, retriever, cfg: R
         observation = script.search(f"{_fact_with(prev, wrong)} Next, I need the {hop.noun} of {wrong}.",
                                     f"{wrong} {hop.noun}".strip())
     if _visible(hop.found, observation):
-        raise ValueError("the corrupted search found the right fact anyway")
+        raise NotApplicable("the corrupted search found the right fact anyway")
     flawed_step = script.traj.turns
     script.answer(f"The {hop.noun or 'answer'} is {wrong_final}.", wrong_final)
     return script.traj, flawed_step

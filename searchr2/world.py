@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 import math
 import random
 import re
@@ -57,13 +56,10 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from searchr2.corpus import format_contents, passage_line
+from searchr2.data import PAPER_EVAL_SPLITS, PAPER_TRAIN_SETS, TRAIN_SPLIT, qa_path, write_qa_file
 from searchr2.io import atomic_dir, atomic_file
 
-#: eval split of each benchmark, as in FlashRAG (test where it exists, else dev)
-EVAL_SPLITS = {"nq": "test", "triviaqa": "test", "popqa": "test", "hotpotqa": "dev",
-               "2wikimultihopqa": "dev", "musique": "dev", "bamboogle": "test"}
-#: benchmarks whose train split makes up the training set (Search-R1 / Search-R2)
-TRAIN_SETS = ("nq", "hotpotqa")
 #: NQ's share of the paper's merged train set: 79,168 of 169,615 questions
 NQ_TRAIN_SHARE = 79168 / 169615
 
@@ -228,7 +224,7 @@ class Passage:
 
     @property
     def contents(self) -> str:
-        return f'"{self.title}"\n{self.text}'
+        return format_contents(self.title, self.text)
 
 
 @dataclass
@@ -694,7 +690,7 @@ class _Builder:
         return r.choice(forms).format(A=r.choice(_ADJECTIVES), N=noun, Ns=_plural(noun), N2=r.choice(_NOUNS),
                                       F=self.namer.word(r.choice((2, 2, 3))))
 
-    def build(self) -> list[Entity]:
+    def make_entities(self) -> list[Entity]:
         counts = _type_counts(self.cfg.n_entities)
         r, E = self.rng, self.entities
         namer = self.namer
@@ -899,12 +895,12 @@ class _Writer:
 
     def __init__(self, cfg: WorldConfig, entities: list[Entity]):
         self.cfg = cfg
-        self.E = entities
+        self.entities = entities
         self.rng = random.Random(f"{cfg.seed}:passages")
         self.passages: list[Passage] = []
 
     def n(self, idx: int) -> str:
-        return self.E[idx].name
+        return self.entities[idx].name
 
     def add(self, title: str, text: str, kind: str, entity: int | None) -> Passage:
         p = Passage(id=str(len(self.passages)), title=title, text=text, kind=kind, entity=entity)
@@ -949,7 +945,7 @@ class _Writer:
             v = dict(c=n(a["country"]))
             prim = [S(r.choice(["{n} is a city in {c}.", "{n} is a town located in {c}.", "{n} is a city of {c}."]),
                       ("country",), v)]
-            if self.E[a["country"]].attrs.get("capital") == e.idx:
+            if self.entities[a["country"]].attrs.get("capital") == e.idx:
                 prim.append(S("{s} is the capital of {c}.", (), v))
             sec = [S(r.choice(["{s} was founded in {y}.", "Historians date the founding of {n} to {y}.",
                                "{s} received its charter in {y}, the year it was founded."]), ("founded",),
@@ -1062,7 +1058,7 @@ class _Writer:
 
     def entity_passages(self) -> None:
         r = self.rng
-        for e in tqdm(self.E, desc="world: entity passages", unit="entity", mininterval=2):
+        for e in tqdm(self.entities, desc="world: entity passages", unit="entity", mininterval=2):
             prim, sec = self.sentences(e)
             fillers = [_Sent(f, (), {}) for f in _FILLERS[e.type]]
             r.shuffle(fillers)
@@ -1082,7 +1078,7 @@ class _Writer:
 
     def mention_passages(self) -> None:
         """Distractors: events and lists that name 3-5 entities in passing (Zipf popularity)."""
-        r, E = self.rng, self.E
+        r, E = self.rng, self.entities
         n_mentions = round(self.cfg.mentions_per_entity * len(E))
         ranking = list(range(len(E)))
         r.shuffle(ranking)
@@ -1198,13 +1194,13 @@ class _ChainKind:
         self.subjects: Iterator[int] | None = None
 
     def _ordered(self) -> Iterator[int]:
-        pool = [i for i in self.qa.by_type[self.start] if self.chain[0] in self.qa.E[i].attrs]
+        pool = [i for i in self.qa.by_type[self.start] if self.chain[0] in self.qa.entities[i].attrs]
         r = self.ctx.rng
         if self.order == "popular":      # weighted shuffle (Efraimidis-Spirakis), weight = mentions + 1
-            keys = [(-math.log(1.0 - r.random()) / (self.qa.E[i].mentions + 1), i) for i in pool]
+            keys = [(-math.log(1.0 - r.random()) / (self.qa.entities[i].mentions + 1), i) for i in pool]
             return iter([i for _, i in sorted(keys)])
         if self.order == "long_tail":    # least mentioned first, ties at random
-            keys = [(self.qa.E[i].mentions, r.random(), i) for i in pool]
+            keys = [(self.qa.entities[i].mentions, r.random(), i) for i in pool]
             return iter([i for *_, i in sorted(keys)])
         return iter(_LazyShuffle(pool, r))
 
@@ -1314,7 +1310,7 @@ class _CmpKind:
                 win = min((a, b), key=values.get) if spec.op == "min" else max((a, b), key=values.get)
                 lose = b if win == a else a
                 first, second = (win, lose) if self.ctx.order_coin.peek() else (lose, win)
-                answer = self.qa.E[win].name
+                answer = self.qa.entities[win].name
             rec = self.qa.compare_question(self.ctx, spec, first, second, answer, self.qtype)
             if rec is not None:
                 (self.ctx.yes_coin if spec.op == "same" else self.ctx.order_coin).advance()
@@ -1348,7 +1344,7 @@ class _QA:
     """Makes all question sets of a world, keeping them disjoint and non-guessable."""
 
     def __init__(self, cfg: WorldConfig, entities: list[Entity]):
-        self.cfg, self.E = cfg, entities
+        self.cfg, self.entities = cfg, entities
         self.by_type: dict[str, list[int]] = {t: [] for t in _ENTITY_TYPES}
         for e in entities:
             self.by_type[e.type].append(e.idx)
@@ -1361,7 +1357,7 @@ class _QA:
         is missing or the chain visits an entity twice."""
         hops, cur, seen = [], s, [s]
         for k, rel in enumerate(chain):
-            e = self.E[cur]
+            e = self.entities[cur]
             if rel not in e.attrs:
                 return None
             value = e.attrs[rel]
@@ -1376,21 +1372,21 @@ class _QA:
         return hops
 
     def surface(self, subject: int, rel: str, value) -> str:
-        return self.E[value].name if REL[(self.E[subject].type, rel)].obj in _ENTITY_TYPES else str(value)
+        return self.entities[value].name if REL[(self.entities[subject].type, rel)].obj in _ENTITY_TYPES else str(value)
 
     def hop_dicts(self, hops) -> list[dict]:
         out = []
         for s, rel, value in hops:
-            d = {"subject": self.E[s].name, "relation": rel, "object": self.surface(s, rel, value),
-                 "passage_id": self.E[s].where[rel], "subject_id": self.E[s].id}
-            if REL[(self.E[s].type, rel)].obj in _ENTITY_TYPES:
-                d["object_id"] = self.E[value].id
+            d = {"subject": self.entities[s].name, "relation": rel, "object": self.surface(s, rel, value),
+                 "passage_id": self.entities[s].where[rel], "subject_id": self.entities[s].id}
+            if REL[(self.entities[s].type, rel)].obj in _ENTITY_TYPES:
+                d["object_id"] = self.entities[value].id
             out.append(d)
         return out
 
     # -- phrasing
     def base_np(self, s: int, style: str, r: random.Random) -> str:
-        e = self.E[s]
+        e = self.entities[s]
         forms = _BASE_NP.get(style, {}).get(e.type, ("{n}",))
         year = e.attrs.get("release_year", "")
         return r.choice(forms).format(n=e.name, occ=e.attrs.get("occupation", ""), year=year)
@@ -1399,7 +1395,7 @@ class _QA:
         if qtype == "inference":
             q = r.choice(_INFERENCE_ASK).format(rel=_INFERENCE[chain], x=self.base_np(s, style, r))
             return q[0].upper() + q[1:]
-        x, etype = self.base_np(s, style, r), self.E[s].type
+        x, etype = self.base_np(s, style, r), self.entities[s].type
         for rel in chain[:-1]:
             spec = REL[(etype, rel)]
             x, etype = r.choice(spec.np).format(x=x), spec.obj
@@ -1437,13 +1433,13 @@ class _QA:
                 continue
             self._register(key, question)
             meta = {"type": qtype, "relation_chain": list(chain), "hops": self.hop_dicts(hops),
-                    "subject": self.E[s].name, "subject_id": self.E[s].id, "subject_type": self.E[s].type,
-                    "subject_mentions": self.E[s].mentions,
-                    "answer_type": REL[(self.E[last_s].type, last_rel)].obj}
+                    "subject": self.entities[s].name, "subject_id": self.entities[s].id, "subject_type": self.entities[s].type,
+                    "subject_mentions": self.entities[s].mentions,
+                    "answer_type": REL[(self.entities[last_s].type, last_rel)].obj}
             if qtype == "inference":
                 meta["inferred_relation"] = _INFERENCE[chain]
             if ctx.dataset == "popqa":
-                meta["popqa_relation"] = REL[(self.E[s].type, chain[0])].popqa
+                meta["popqa_relation"] = REL[(self.entities[s].type, chain[0])].popqa
             return self._record(question, answers, meta)
         return None
 
@@ -1451,16 +1447,16 @@ class _QA:
         key = ("compare", spec.chain, min(a, b), max(a, b))
         if key in self.used_keys:
             return None
-        question = ctx.rng.choice(spec.templates).format(a=self.E[a].name, b=self.E[b].name)
+        question = ctx.rng.choice(spec.templates).format(a=self.entities[a].name, b=self.entities[b].name)
         if not self._fresh(question):
             return None
         self._register(key, question)
         hops = self.resolve(a, spec.chain) + self.resolve(b, spec.chain)
         meta = {"type": qtype, "relation_chain": list(spec.chain), "hops": self.hop_dicts(hops),
-                "subject": [self.E[a].name, self.E[b].name], "subject_id": [self.E[a].id, self.E[b].id],
-                "subject_type": spec.type, "subject_mentions": [self.E[a].mentions, self.E[b].mentions],
+                "subject": [self.entities[a].name, self.entities[b].name], "subject_id": [self.entities[a].id, self.entities[b].id],
+                "subject_type": spec.type, "subject_mentions": [self.entities[a].mentions, self.entities[b].mentions],
                 "answer_type": "yes_no" if spec.op == "same" else "option",
-                "comparison": {"options": [self.E[a].name, self.E[b].name], "operator": spec.op}}
+                "comparison": {"options": [self.entities[a].name, self.entities[b].name], "operator": spec.op}}
         return self._record(question, [answer], meta)
 
     @staticmethod
@@ -1557,19 +1553,19 @@ def generate_world(cfg: WorldConfig) -> World:
     Eval sets are made first (the order is fixed), so a world too small for everything fails on the
     train sets, with a ValueError that names the set and how many questions were possible.
     """
-    entities = _Builder(cfg).build()
+    entities = _Builder(cfg).make_entities()
     writer = _Writer(cfg, entities)
     writer.entity_passages()
     writer.mention_passages()
     qa = _QA(cfg, entities)
     sets: dict[str, dict[str, list[dict]]] = {}
-    for dataset, split in EVAL_SPLITS.items():
+    for dataset, split in PAPER_EVAL_SPLITS.items():
         n = cfg.bamboogle_questions if dataset == "bamboogle" else cfg.test_questions
         sets.setdefault(dataset, {})[split] = qa.make_set(dataset, split, n)
     n_nq = round(cfg.train_questions * NQ_TRAIN_SHARE)
-    for dataset, n in zip(TRAIN_SETS, (n_nq, cfg.train_questions - n_nq)):
+    for dataset, n in zip(PAPER_TRAIN_SETS, (n_nq, cfg.train_questions - n_nq)):
         if n > 0:
-            sets[dataset]["train"] = qa.make_set(dataset, "train", n)
+            sets[dataset][TRAIN_SPLIT] = qa.make_set(dataset, TRAIN_SPLIT, n)
     return World(cfg, entities, writer.passages, sets)
 
 
@@ -1579,14 +1575,11 @@ def write_world(world: World, qa_dir: Path, corpus_path: Path) -> dict:
     qa_dir, corpus_path = Path(qa_dir), Path(corpus_path)
     with atomic_file(corpus_path) as f:
         for p in tqdm(world.passages, desc="world: writing corpus", unit="passage", mininterval=2):
-            f.write(json.dumps({"id": p.id, "contents": p.contents}, ensure_ascii=False) + "\n")
+            f.write(passage_line(p.id, p.contents))
     qa_counts, qa_types = {}, {}
     with atomic_dir(qa_dir) as tmp:
         for dataset, split, records in world.qa_sets():
-            (tmp / dataset).mkdir(exist_ok=True)
-            with open(tmp / dataset / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            write_qa_file(records, qa_path(tmp, dataset, split), f"world: writing {dataset}/{split}")
             qa_counts[f"{dataset}/{split}"] = len(records)
             qa_types[f"{dataset}/{split}"] = dict(sorted(Counter(r["metadata"]["type"] for r in records).items()))
     kinds = Counter(p.kind for p in world.passages)

@@ -17,14 +17,15 @@ import sys
 from pathlib import Path
 
 from searchr2.baselines import answer_direct, answer_rag
-from searchr2.evaluation import (MODELS, greedy, load_eval_set, load_labelled_meta_prompts, run_system, score_refiner,
-                                 system_model)
+from searchr2.data import load_eval_set
+from searchr2.evaluation import greedy, load_labelled_meta_prompts, run_system, score_refiner, system_model
 from searchr2.io import atomic_dir, write_json, write_jsonl
 from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
+from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, SFT_REFINER_HELDOUT, model_dir
 from searchr2.retrieval import load_retriever
 from searchr2.rollout import rollout
-from searchr2.stage import EVAL_DIR, INDEX_DIR, QA_DIR, SFT_REFINER_HELDOUT, model_dir, run_stage
+from searchr2.stage import run_stage
 
 
 def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict, dict | None]:
@@ -62,6 +63,6 @@ def main(model_name: str):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in MODELS:
-        sys.exit(f"usage: python -m stages.evaluate {{{'|'.join(MODELS)}}}")
+    if len(sys.argv) != 2 or sys.argv[1] not in MODEL_NAMES:
+        sys.exit(f"usage: python -m stages.evaluate {{{'|'.join(MODEL_NAMES)}}}")
     run_stage(f"evaluate@{sys.argv[1]}", lambda: main(sys.argv[1]))

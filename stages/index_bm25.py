@@ -5,7 +5,8 @@ BM25's k1 and b are search-time settings, so they do not rebuild this index.
 from searchr2.io import write_json
 from searchr2.params import load_params
 from searchr2.retrieval import build_bm25_index
-from searchr2.stage import BM25_INDEX, CORPUS, RESULTS, run_stage
+from searchr2.paths import BM25_INDEX, CORPUS, RESULTS
+from searchr2.stage import run_stage
 
 
 def main():

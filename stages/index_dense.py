@@ -4,7 +4,8 @@ from it (data/index/dense). Encoder, prefixes, pooling and index type are `index
 from searchr2.io import write_json
 from searchr2.params import load_params
 from searchr2.retrieval import build_dense_index
-from searchr2.stage import CORPUS, DENSE_INDEX, RESULTS, run_stage
+from searchr2.paths import CORPUS, DENSE_INDEX, RESULTS
+from searchr2.stage import run_stage
 
 
 def main():

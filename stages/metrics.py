@@ -5,20 +5,21 @@ results/metrics.json (for each system of `evaluate.systems`: EM, F1 and cover-EM
 on average; `refiner.<model>`: the Meta-Refiner's accuracy; what `dvc exp show` displays) and
 results/eval_timing.json. Seconds.
 """
-from searchr2.evaluation import MODELS, merge_model_results
+from searchr2.evaluation import merge_model_results
 from searchr2.io import write_json
 from searchr2.params import load_params
-from searchr2.stage import EVAL_DIR, RESULTS, read_stage_json, run_stage
+from searchr2.paths import EVAL_DIR, METRICS_JSON, MODEL_NAMES, RESULTS
+from searchr2.stage import read_stage_json, run_stage
 
 
 def main():
     p = load_params()
-    where = {model: EVAL_DIR / model / "metrics.json" for model in MODELS}
+    where = {model: EVAL_DIR / model / "metrics.json" for model in MODEL_NAMES}
     parts = {model: read_stage_json(path, f"evaluate@{model}") for model, path in where.items()}
-    timing = {model: read_stage_json(EVAL_DIR / model / "timing.json", f"evaluate@{model}") for model in MODELS}
+    timing = {model: read_stage_json(EVAL_DIR / model / "timing.json", f"evaluate@{model}") for model in MODEL_NAMES}
     metrics = merge_model_results(parts, p.evaluate.systems, where)
-    write_json(RESULTS / "metrics.json", {"profile": p.profile, "world": p.data.source == "world", **metrics})
-    write_json(RESULTS / "eval_timing.json", {s: t for model in MODELS for s, t in timing[model].items()
+    write_json(METRICS_JSON, {"profile": p.profile, "world": p.data.source == "world", **metrics})
+    write_json(RESULTS / "eval_timing.json", {s: t for model in MODEL_NAMES for s, t in timing[model].items()
                                               if s in p.evaluate.systems})
 
 

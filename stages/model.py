@@ -5,7 +5,8 @@ a tokenizer trained on the corpus; pretrained: copy a hub id or local directory.
 """
 from searchr2.models import materialize_base_model
 from searchr2.params import load_params
-from searchr2.stage import BASE_MODEL, CORPUS, run_stage
+from searchr2.paths import BASE_MODEL, CORPUS
+from searchr2.stage import run_stage
 
 
 def main():

@@ -5,10 +5,9 @@ results/report.md, results/report/em.csv, results/report/em_by_set.png and
 results/report/rl_curves.png. Cheap (seconds): it reruns whenever the metrics do.
 """
 from searchr2.params import load_params
+from searchr2.paths import METRICS_JSON, RESULTS
 from searchr2.report import write_report
-from searchr2.stage import RESULTS, read_stage_json, run_stage
-
-METRICS = RESULTS / "metrics.json"
+from searchr2.stage import read_stage_json, run_stage
 
 
 def corpus_label(p) -> str:
@@ -20,7 +19,7 @@ def corpus_label(p) -> str:
 
 def main():
     p = load_params()
-    metrics = read_stage_json(METRICS, "metrics")
+    metrics = read_stage_json(METRICS_JSON, "metrics")
     done = write_report(metrics, RESULTS / "rl", RESULTS / "report.md", RESULTS / "report", p.profile,
                         corpus_label(p))
     for system, missing in done["incomplete"].items():

@@ -5,15 +5,16 @@ validation EM: the collapse guard), results/rl.json and per-step curves in resul
 Resumable: data/checkpoints/rl holds the latest training state while the run goes on. On several
 GPUs: `accelerate launch --config_file configs/accelerate/multi-gpu.yaml -m stages.rl`.
 """
+from searchr2.data import load_train_records
 from searchr2.grpo import DivergenceError
 from searchr2.io import write_json
 from searchr2.judge import make_judge
 from searchr2.models import load_tokenizer
 from searchr2.params import load_params
+from searchr2.paths import INDEX_DIR, QA_DIR, RESULTS, RL_BEST, RL_CHECKPOINTS, model_dir
 from searchr2.retrieval import load_retriever
 from searchr2.rl import train_rl
-from searchr2.stage import INDEX_DIR, RESULTS, RL_BEST, RL_CHECKPOINTS, model_dir, run_stage
-from stages.sft_data import load_train_records
+from searchr2.stage import run_stage
 
 
 def main():
@@ -21,7 +22,7 @@ def main():
     start = model_dir("sft")
     if not (start / "config.json").exists():
         raise FileNotFoundError(f"{start}: no SFT model; run the `sft` stage (dvc repro sft) first")
-    records = load_train_records(p.data.train_sets)
+    records = load_train_records(QA_DIR, p.data.train_sets)
     tokenizer = load_tokenizer(start)
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
     judge = make_judge(p.reward) if p.reward.process else None

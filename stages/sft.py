@@ -10,8 +10,9 @@ state while the run is going on. On several GPUs:
 from searchr2.io import write_json
 from searchr2.models import load_tokenizer
 from searchr2.params import load_params
+from searchr2.paths import BASE_MODEL, RESULTS, SFT_ACTOR, SFT_CHECKPOINTS, SFT_REFINER, model_dir
 from searchr2.sft import load_sft_data, train_sft
-from searchr2.stage import BASE_MODEL, RESULTS, SFT_ACTOR, SFT_CHECKPOINTS, SFT_REFINER, model_dir, run_stage
+from searchr2.stage import run_stage
 
 
 def main():

@@ -9,32 +9,21 @@ and the counts and mix to results/sft_data.json.
 """
 from pathlib import Path
 
-from searchr2.data import validate_qa_record
-from searchr2.io import InputError, atomic_dir, read_jsonl, write_json, write_jsonl
+from searchr2.data import load_train_records
+from searchr2.io import InputError, atomic_dir, write_json, write_jsonl
 from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
+from searchr2.paths import (BASE_MODEL, INDEX_DIR, QA_DIR, RESULTS, SFT_ACTOR, SFT_DATA, SFT_REFINER,
+                            SFT_REFINER_HELDOUT, model_dir)
 from searchr2.retrieval import load_retriever
 from searchr2.rollout import rollout
-from searchr2.sft_data import build
-from searchr2.stage import (BASE_MODEL, INDEX_DIR, QA_DIR, RESULTS, SFT_ACTOR, SFT_DATA, SFT_REFINER,
-                            SFT_REFINER_HELDOUT, model_dir, run_stage)
-
-
-def load_train_records(train_sets) -> list[dict]:
-    records = []
-    for name in train_sets:
-        path = QA_DIR / name / "train.jsonl"
-        if not path.exists():
-            raise InputError(path, "no train split; run the `world` stage first (train sets: data.train_sets)")
-        records += [validate_qa_record(record, path, line) for line, record in read_jsonl(path)]
-    if not records:
-        raise InputError(QA_DIR, f"the train sets {list(train_sets)} are empty")
-    return records
+from searchr2.sft_data import build_warmup_data
+from searchr2.stage import run_stage
 
 
 def main():
     p = load_params()
-    records = load_train_records(p.data.train_sets)
+    records = load_train_records(QA_DIR, p.data.train_sets)
     tokenizer = load_tokenizer(BASE_MODEL)
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
 
@@ -45,7 +34,8 @@ def main():
         model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device))
         return lambda questions: rollout(model, tokenizer, retriever, questions, p.rollout)
 
-    actor, refiner, heldout, stats = build(records, tokenizer, retriever, p.rollout, p.refiner, p.sft_data, sampler)
+    actor, refiner, heldout, stats = build_warmup_data(records, tokenizer, retriever, p.rollout, p.refiner,
+                                                       p.sft_data, sampler)
     if not actor:
         raise InputError(QA_DIR, "the teacher kept no Actor trajectory (see the drop counts above)")
     with atomic_dir(SFT_DATA) as out:

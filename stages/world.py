@@ -7,7 +7,8 @@ data/corpus/corpus.jsonl, plus a small manifest in results/world.json.
 """
 from searchr2.io import atomic_dir, write_json
 from searchr2.params import load_params
-from searchr2.stage import CORPUS, CORPUS_DIR, QA_DIR, RESULTS, run_stage
+from searchr2.paths import CORPUS, CORPUS_DIR, QA_DIR, RESULTS
+from searchr2.stage import run_stage
 
 
 def main():

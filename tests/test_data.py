@@ -1,4 +1,4 @@
-"""Tests for searchr2.data: FlashRAG QA loaders (local and hub) and the wiki-18 corpus stream."""
+"""Tests for searchr2.data: FlashRAG QA loaders (local and hub), the split rule, and the wiki-18 corpus stream."""
 from __future__ import annotations
 
 import gzip
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from searchr2.data import (DataConfig, HubError, eval_split, iter_corpus, load_qa_split,
-                           prepare_real_data, validate_qa_record)
+from searchr2.corpus import iter_source_passages
+from searchr2.data import (PAPER_EVAL_SPLITS, PAPER_TEST_SETS, DataConfig, HubError, eval_split, first_eval_split,
+                           load_qa_split, load_train_records, prepare_real_data, read_qa_file, validate_qa_record,
+                           write_qa_file)
 from searchr2.io import InputError
 
 
@@ -295,11 +297,11 @@ def test_prepare_from_hub(fake_hub, tmp_path):
 
 # ----------------------------------------------------------------------------- corpus
 
-def test_iter_corpus_plain_and_gz(tmp_path):
+def test_source_passages_plain_and_gz(tmp_path):
     recs = [passage(0), {"id": 1, "contents": '"Abba"\nAbba is a band.', "extra": "dropped"}]
     for name in ("c.jsonl", "c.jsonl.gz"):
         path = write_jsonl(tmp_path / name, recs, raw_lines=[""])
-        got = list(iter_corpus(path))
+        got = list(iter_source_passages(path))
         assert got == [{"id": "0", "contents": '"Aaron 0"\nAaron 0 is a prophet.'},
                        {"id": "1", "contents": '"Abba"\nAbba is a band.'}]
 
@@ -315,10 +317,10 @@ def test_iter_corpus_plain_and_gz(tmp_path):
     ('{"id": "0", "contents": "\\"T\\"\\nx"}', 3, "field 'id': duplicate passage id '0'"),
     ('{"id": 1, "contents": "\\"T\\"\\nx"}', 3, "field 'id': duplicate passage id '1'"),
 ])
-def test_iter_corpus_errors(tmp_path, bad, line, words):
+def test_source_passages_errors(tmp_path, bad, line, words):
     path = write_jsonl(tmp_path / "c.jsonl.gz", [passage(0), passage(1)], raw_lines=[bad])
     with pytest.raises(InputError) as e:
-        list(iter_corpus(path))
+        list(iter_source_passages(path))
     assert str(e.value).startswith(f"{path}:{line}: ") and words in str(e.value)
 
 
@@ -326,15 +328,15 @@ def test_corpus_duplicate_ids_non_numeric_and_large(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", [passage("doc-a"), passage("007"), passage("7"),
                                               passage(10**12), passage("doc-b"), passage(10**12)])
     with pytest.raises(InputError, match=rf"^{path}:6: field 'id': duplicate passage id '{10**12}'"):
-        list(iter_corpus(path))
+        list(iter_source_passages(path))
     path = write_jsonl(tmp_path / "c.jsonl", [passage("doc-a"), passage(5), passage("doc-a")])
     with pytest.raises(InputError, match=rf"^{path}:3: field 'id': duplicate"):
-        list(iter_corpus(path))
+        list(iter_source_passages(path))
 
 
 def test_corpus_missing_file(tmp_path):
     with pytest.raises(InputError, match="file not found"):
-        list(iter_corpus(tmp_path / "nope.jsonl"))
+        list(iter_source_passages(tmp_path / "nope.jsonl"))
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -404,3 +406,35 @@ def test_prepare_requires_corpus_and_real_source(local, tmp_path):
     with pytest.raises(ValueError, match="searchr2.world"):
         prepare_real_data(DataConfig(), tmp_path / "qa", tmp_path / "c.jsonl")
     assert _leftovers(tmp_path) == ["flashrag", "wiki18.jsonl.gz"]
+
+
+# ----------------------------------------------------------------------------- the split rule and the stage loaders
+
+def test_one_split_rule_test_then_dev():
+    assert first_eval_split(lambda s: True) == "test"
+    assert first_eval_split(lambda s: s == "dev") == "dev"
+    assert first_eval_split(lambda s: s == "train") is None
+    asked = []
+    first_eval_split(lambda s: asked.append(s) or True)
+    assert asked == ["test"]                       # dev is not asked about once test is there
+    # what the embedded world generates: FlashRAG's evaluation splits, in the paper's table order
+    assert list(PAPER_EVAL_SPLITS.items()) == [
+        ("nq", "test"), ("triviaqa", "test"), ("popqa", "test"), ("hotpotqa", "dev"), ("2wikimultihopqa", "dev"),
+        ("musique", "dev"), ("bamboogle", "test")]
+    assert tuple(PAPER_EVAL_SPLITS) == PAPER_TEST_SETS
+
+
+def test_write_and_read_qa_file_and_train_records(tmp_path):
+    records = [validate_qa_record(qa(i, "train"), "x", i) for i in range(4)]
+    assert write_qa_file(records, tmp_path / "qa" / "nq" / "train.jsonl", "nq/train") == 4
+    write_qa_file(records[:2], tmp_path / "qa" / "hotpotqa" / "train.jsonl", "hotpotqa/train")
+    assert list(read_qa_file(tmp_path / "qa" / "nq" / "train.jsonl", limit=3)) == records[:3]
+    assert load_train_records(tmp_path / "qa", ("nq", "hotpotqa")) == records + records[:2]
+    with pytest.raises(InputError, match=r"musique/train.jsonl: no train split; run the `world` stage"):
+        load_train_records(tmp_path / "qa", ("nq", "musique"))
+    write_qa_file([], tmp_path / "qa" / "popqa" / "train.jsonl", "popqa/train")
+    with pytest.raises(InputError, match=r"the train sets \['popqa'\] are empty"):
+        load_train_records(tmp_path / "qa", ["popqa"])
+    path = write_jsonl(tmp_path / "dup.jsonl", [qa(0), qa(1), qa(0)])
+    with pytest.raises(InputError, match=rf"^{path}:3: field 'id': duplicate id 'test_0'"):
+        list(read_qa_file(path))

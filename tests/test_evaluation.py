@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from searchr2.baselines import answer_direct, answer_rag
-from searchr2.evaluation import (EvalConfig, average, eval_file, load_eval_set, merge_model_results, run_system,
-                                 summarize, system_model)
+from searchr2.data import eval_split_path, load_eval_set
+from searchr2.evaluation import EvalConfig, average, merge_model_results, run_system, set_scores, system_model
 from searchr2.io import InputError
 from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
 from searchr2.rollout import RolloutConfig, Trajectory
@@ -59,17 +59,17 @@ def test_summary_scores_are_percent_and_average_is_unweighted():
 
 def test_no_answer_scores_zero():
     row = {"prediction": None, "em": 0.0, "f1": 0.0, "cover_em": 0.0, "searches": [], "turns": 5}
-    assert summarize([row])["answered"] == 0.0 and average({"x": summarize([row])})["em"] == 0.0
+    assert set_scores([row])["answered"] == 0.0 and average({"x": set_scores([row])})["em"] == 0.0
 
 
-def test_eval_file_prefers_test_then_dev(tmp_path):
+def test_eval_split_path_prefers_test_then_dev(tmp_path):
     (tmp_path / "hotpotqa").mkdir()
     (tmp_path / "hotpotqa" / "dev.jsonl").write_text("")
-    assert eval_file(tmp_path, "hotpotqa").name == "dev.jsonl"
+    assert eval_split_path(tmp_path, "hotpotqa").name == "dev.jsonl"
     (tmp_path / "hotpotqa" / "test.jsonl").write_text("")
-    assert eval_file(tmp_path, "hotpotqa").name == "test.jsonl"
+    assert eval_split_path(tmp_path, "hotpotqa").name == "test.jsonl"
     with pytest.raises(InputError, match="no test.jsonl or dev.jsonl; run the `world` stage"):
-        eval_file(tmp_path, "musique")
+        eval_split_path(tmp_path, "musique")
 
 
 def test_load_eval_set_caps_and_locates_bad_records(tmp_path):

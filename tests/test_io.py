@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, write_jsonl
+from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id, write_jsonl
 
 
 def test_read_jsonl_locates_bad_json(tmp_path):
@@ -64,3 +64,11 @@ def test_atomic_file_and_write_jsonl(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert write_jsonl(out, [{"a": 1}, {"b": "é"}]) == 2
     assert [json.loads(l) for l in out.read_text().splitlines()] == [{"a": 1}, {"b": "é"}]
+
+
+def test_require_id_converts_ints_and_refuses_bools_and_blanks():
+    assert require_id({"id": 7}, "f.jsonl", 1) == "7" and require_id({"id": "x"}, "f.jsonl", 1) == "x"
+    for record, words in (({"id": True}, "expected str or int, got bool"), ({"id": " "}, "is blank"),
+                          ({"id": ""}, "is empty"), ({"id": None}, "expected str or int"), ({}, "missing")):
+        with pytest.raises(InputError, match=rf"^f\.jsonl:3: field 'id': {words}"):
+            require_id(record, "f.jsonl", 3)

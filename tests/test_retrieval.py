@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from searchr2.docstore import DocStore, copy_corpus, parse_contents
+from searchr2.corpus import parse_contents
+from searchr2.docstore import DocStore, copy_corpus
 from searchr2.io import InputError
 from searchr2.retrieval import (BM25Config, DenseConfig, IndexConfig, RetrievalConfig, build_bm25_index,
                                 build_dense_index, load_retriever)
@@ -174,7 +175,7 @@ def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
     ('{"id": 7, "contents": "\\"T\\"\\ntext"}', "id", "expected str"),
     ('{"id": "x1"}', "contents", "missing"),
     ('{"id": "x1", "contents": "   "}', "contents", "is blank"),
-    ('{"id": "p00", "contents": "\\"Again\\"\\nsame id"}', "id", "duplicate id 'p00' (first used at line 1)"),
+    ('{"id": "p00", "contents": "\\"Again\\"\\nsame id"}', "id", "duplicate passage id 'p00' (first used at line 1)"),
 ])
 def test_bad_corpus_line_is_located_and_leaves_nothing(tmp_path, line, field, message):
     rows = [{"id": f"p{i:02d}", "contents": f'"{t}"\n{x}'} for i, (t, x) in enumerate(PASSAGES[:3])]

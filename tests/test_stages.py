@@ -1,6 +1,9 @@
 """Stage entry points meet bad input with one located message, exit 2, and leave no output behind."""
+import ast
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 from conftest import run
 
@@ -145,3 +148,15 @@ def test_evaluate_stage_with_no_system_of_its_model_writes_an_empty_part(repo_co
     part = repo_copy / "results/eval/base"
     assert json.loads((part / "metrics.json").read_text()) == {} and json.loads((part / "timing.json").read_text()) == {}
     assert not (part / "predictions").exists()
+
+
+def test_no_stage_imports_another_and_the_library_never_loads_the_stage_layer():
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "stages").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n == "stages" or n.startswith("stages.")], (path.name, names)
+    probe = ("import sys, searchr2.data, searchr2.corpus, searchr2.evaluation, searchr2.report, "
+             "searchr2.experiments, searchr2.paths, searchr2.world; assert 'searchr2.stage' not in sys.modules")
+    subprocess.run([sys.executable, "-c", probe], cwd=root, check=True)

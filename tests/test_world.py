@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from searchr2.world import EVAL_SPLITS, TRAIN_SETS, WorldConfig, generate_world, write_world
+from searchr2.data import PAPER_EVAL_SPLITS, PAPER_TRAIN_SETS
+from searchr2.world import WorldConfig, generate_world, write_world
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = WorldConfig(seed=7, n_entities=700, mentions_per_entity=1.5, train_questions=300, test_questions=80,
@@ -68,11 +69,11 @@ def test_same_config_gives_identical_bytes_across_processes(written, tmp_path):
 def test_sizes_layout_and_manifest(written):
     world, manifest, corpus, sets, _ = written
     expected = {f"{d}/{s}": (SMALL.bamboogle_questions if d == "bamboogle" else SMALL.test_questions)
-                for d, s in EVAL_SPLITS.items()}
+                for d, s in PAPER_EVAL_SPLITS.items()}
     n_nq = round(SMALL.train_questions * 79168 / 169615)
     expected.update({"nq/train": n_nq, "hotpotqa/train": SMALL.train_questions - n_nq})
     assert {k: len(v) for k, v in sets.items()} == expected == manifest["qa"]
-    assert set(TRAIN_SETS) == {"nq", "hotpotqa"}
+    assert set(PAPER_TRAIN_SETS) == {"nq", "hotpotqa"}
     assert manifest["n_passages"] == len(corpus) == len(world.passages)
     assert manifest["n_entities"] == SMALL.n_entities == sum(manifest["entities_by_type"].values())
     assert manifest["passages_by_kind"]["mention"] == round(SMALL.mentions_per_entity * SMALL.n_entities)
