@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 #: question sets whose supporting passages are looked for (the eval split, and train for a larger sample)
-RECALL_SETS = {"nq": ("test", "train"), "hotpotqa": ("dev", "train")}
+RECALL_SETS = ("nq", "hotpotqa")
 
 
 # ------------------------------------------------------------------------------ worker (child side)
@@ -127,18 +127,20 @@ def run_child(argv: list[str], result_path: Path, log_path: Path) -> dict:
 
 def load_questions(qa_dir: Path, n: int) -> tuple[list[str], dict]:
     """Benchmark queries (all eval questions, cycled to ``n``) and the recall sets."""
+    from searchr2.data import EVAL_SPLIT_ORDER, TRAIN_SPLIT, first_eval_split, qa_path
     from searchr2.io import read_jsonl
 
-    files = sorted(p for p in qa_dir.glob("*/*.jsonl") if p.stem in ("test", "dev"))
+    files = sorted(p for p in qa_dir.glob("*/*.jsonl") if p.stem in EVAL_SPLIT_ORDER)
     questions = [rec["question"] for f in files for _, rec in read_jsonl(f)]
     if not questions:
         raise SystemExit(f"no test/dev questions under {qa_dir}")
     queries = [questions[i % len(questions)] for i in range(n)]
     recall = {}
-    for name, splits in RECALL_SETS.items():
-        for split in splits:
-            path = qa_dir / name / f"{split}.jsonl"
-            if path.exists():
+    for name in RECALL_SETS:
+        eval_split = first_eval_split(lambda s: qa_path(qa_dir, name, s).exists())
+        for split in (eval_split, TRAIN_SPLIT):
+            path = qa_path(qa_dir, name, split) if split else None
+            if path is not None and path.exists():
                 rows = [{"question": rec["question"],
                          "support": rec.get("metadata", {}).get("supporting_passage_ids", [])}
                         for _, rec in read_jsonl(path)]

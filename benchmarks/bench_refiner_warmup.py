@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import write_result
 
 
 def main() -> None:
@@ -112,8 +113,7 @@ def main() -> None:
                     "torch": torch.__version__},
     }
     out = Path(args.out or f"benchmarks/results/refiner_warmup_{len(refiner)}_ep{sft_cfg.epochs}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_result(out, result, indent=1)
     print(f"[bench] wrote {out}")
 
 

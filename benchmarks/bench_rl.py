@@ -6,7 +6,7 @@
 Both configurations start from the same weights (``--model``) and play the same questions (the
 ``rl`` stage's seeded draw for steps 1..N) with the same sampling seed; each step is the stage's own
 code (:func:`searchr2.rl.rl_step`, then the reference pass and :func:`searchr2.grpo.ppo_update`).
-The configurations differ only where the SPEC's ablation ladder says:
+The configurations differ only where the paper's ablation ladder says (docs/method.md#ablation-ladder):
 
 - ``search_r1``: ``refiner.enabled=false``, ``reward.process=false`` (outcome reward, no refiner);
 - ``search_r2``: the params as they are (Meta-Refiner on, hybrid reward, refiner_weight > 0);
@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import loadavg_fields, machine_line, model_label, write_result
 
 
 class Arm:
@@ -132,19 +133,14 @@ def main() -> None:
             arm.step(tokenizer, retriever, batch, step)
     results = {arm.name: arm.summary() for arm in arms}
     r1, r2 = results["search_r1"]["seconds"], results["search_r2"]["seconds"]
-    model = args.model.resolve()
-    out = {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model),
-           "threads": args.threads, "torch": torch.__version__,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    out = {"model": model_label(args.model), "threads": args.threads, "torch": torch.__version__, "machine": machine_line(),
            "group_size": p.rl.group_size, "questions_per_step": p.rl.questions_per_step,
            "max_turns": p.rollout.max_turns, "max_new_tokens": p.rollout.max_new_tokens,
            "judge": p.reward.judge, "refiner_layout": p.refiner.layout, "overhead_r2_over_r1": round(r2 / r1 - 1, 4),
            **({"overhead_r2_numbered_over_r1": round(results["search_r2_numbered"]["seconds"] / r1 - 1, 4)}
               if args.numbered else {}),
-           "loadavg_before": [round(x, 2) for x in load_before],
-           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+           **loadavg_fields(load_before), "results": results}
+    write_result(args.out, out)
     print(f"search_r1 {r1:.1f} s/step, search_r2 {r2:.1f} s/step: overhead {100 * (r2 / r1 - 1):+.1f}%")
     if args.numbered:
         r2n = results["search_r2_numbered"]["seconds"]

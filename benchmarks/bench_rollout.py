@@ -19,7 +19,6 @@ thrashes when another process is busy (measured here: 40 s instead of 1 s for 20
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import write_result
 
 PEOPLE = ["Varen Koltho", "Mira Tesk", "Ilsa Marrow", "Doran Quill", "Teodor Vashe", "Anneke Sollis",
           "Bram Ostrava", "Lio Kendrell"]
@@ -139,8 +140,7 @@ def main() -> None:
         "example_response": batched[0].response_text(tok)[:1500],
     }
     out = ROOT / "benchmarks" / "results" / f"rollout-{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result)
     print(f"\n{'mode':<11} {'seconds':>8} {'q/s':>8} {'gen tok/s':>10} {'turns':>6} stop reasons")
     for mode, r in (("batched", b), ("sequential", s)):
         print(f"{mode:<11} {r['seconds']:>8.1f} {r['questions_per_s']:>8.3f} {r['generated_tokens_per_s']:>10.1f} "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import loadavg_fields, machine_line, model_label, write_result
 
 
 def synthetic_records(n: int, tokens: int, vocab: int, seed: int):
@@ -109,14 +110,10 @@ def main() -> None:
     for freeze in args.freeze:
         results.append(bench(args.model, freeze, args))
         print(json.dumps(results[-1]), flush=True)
-    model = args.model.resolve()
-    out = {"model": str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model), "threads": args.threads, "record_tokens": args.tokens,
-           "micro_batch_tokens": args.micro_batch_tokens, "torch": torch.__version__,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "loadavg_before": [round(x, 2) for x in load_before],
-           "loadavg_after": [round(x, 2) for x in os.getloadavg()], "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    out = {"model": model_label(args.model), "threads": args.threads, "record_tokens": args.tokens,
+           "micro_batch_tokens": args.micro_batch_tokens, "torch": torch.__version__, "machine": machine_line(),
+           **loadavg_fields(load_before), "results": results}
+    write_result(args.out, out)
     print(f"wrote {args.out}")
 
 

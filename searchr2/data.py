@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from searchr2.corpus import byte_progress, iter_source_passages, passage_line
 from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id
+from searchr2.params import check_types
 
 #: The seven evaluation benchmarks of the paper, in the order of its tables.
 PAPER_TEST_SETS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
@@ -87,7 +88,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the paper profile's QA sets and corpus come from, and how much of them to keep."""
+    """Where the paper profile's QA sets and corpus come from, and how much of them to keep (the ``data``
+    params section; the embedded world reads only ``source``)."""
 
     # QA source: "world" (synthetic, produced by searchr2.world, not by this module), "hub"
     # (Hugging Face datasets) or "local" (a directory of FlashRAG-style files, see module doc).
@@ -110,11 +112,10 @@ class DataConfig:
     max_train: int | None = None
 
     def __post_init__(self) -> None:
+        check_types(self, "data.")
         # YAML gives lists; store tuples so the config stays hashable and comparisons are stable.
         for name in ("test_sets", "train_sets"):
             value = getattr(self, name)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)):
-                raise ValueError(f"data.{name}: expected a list of dataset names, got {value!r}")
             for item in value:
                 if not isinstance(item, str) or not _NAME_RE.match(item):
                     raise ValueError(f"data.{name}: {item!r} is not a valid dataset name "
@@ -126,7 +127,7 @@ class DataConfig:
             raise ValueError(f"data.source: expected one of {', '.join(_SOURCES)}, got {self.source!r}")
         for name in ("max_test", "max_train"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is not None and value < 1:
                 raise ValueError(f"data.{name}: expected a positive integer or null, got {value!r}")
 
 
@@ -439,17 +440,15 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
         "eval": {}, "train": {}, "corpus": {},
     }
     with atomic_dir(qa_dir) as tmp_qa:
-        for dataset in cfg.test_sets:
-            split = eval_split(cfg, dataset)
-            records = load_qa_split(cfg, dataset, split, limit=cfg.max_test)
+        def write_split(role: str, dataset: str, split: str, limit: int | None) -> None:
+            records = load_qa_split(cfg, dataset, split, limit=limit)
             n = write_qa_file(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
-            manifest["eval"][dataset] = {"split": split, "records": n,
-                                         "path": str(qa_dir / dataset / f"{split}.jsonl")}
+            manifest[role][dataset] = {"split": split, "records": n, "path": str(qa_dir / dataset / f"{split}.jsonl")}
+
+        for dataset in cfg.test_sets:
+            write_split("eval", dataset, eval_split(cfg, dataset), cfg.max_test)
         for dataset in cfg.train_sets:
-            records = load_qa_split(cfg, dataset, TRAIN_SPLIT, limit=cfg.max_train)
-            n = write_qa_file(records, tmp_qa / dataset / f"{TRAIN_SPLIT}.jsonl", f"{dataset}/{TRAIN_SPLIT}")
-            manifest["train"][dataset] = {"split": TRAIN_SPLIT, "records": n,
-                                          "path": str(qa_dir / dataset / f"{TRAIN_SPLIT}.jsonl")}
+            write_split("train", dataset, TRAIN_SPLIT, cfg.max_train)
 
         # The corpus is written inside the QA directory's transaction: if it fails, the
         # half-built QA directory is discarded as well, and vice versa.

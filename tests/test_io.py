@@ -1,10 +1,12 @@
 """Located input errors and atomic outputs (searchr2.io)."""
 import gzip
+import hashlib
 import json
 
 import pytest
 
-from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id, write_jsonl
+from searchr2.io import (InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id, sha256_file,
+                         write_jsonl)
 
 
 def test_read_jsonl_locates_bad_json(tmp_path):
@@ -72,3 +74,13 @@ def test_require_id_converts_ints_and_refuses_bools_and_blanks():
                           ({"id": ""}, "is empty"), ({"id": None}, "expected str or int"), ({}, "missing")):
         with pytest.raises(InputError, match=rf"^f\.jsonl:3: field 'id': {words}"):
             require_id(record, "f.jsonl", 3)
+
+
+def test_sha256_file_hashes_in_blocks_and_can_extend_a_hash(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(bytes(range(256)) * 5000)          # more than one 1 MiB block
+    b.write_bytes(b"second")
+    assert sha256_file(a) == hashlib.sha256(a.read_bytes()).hexdigest()
+    h = hashlib.sha256(b"prefix")
+    sha256_file(a, h)
+    assert sha256_file(b, h) == hashlib.sha256(b"prefix" + a.read_bytes() + b"second").hexdigest()
