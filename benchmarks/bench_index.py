@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(their build numbers are then taken from that run's build_<method>.json)")
     args = parser.parse_args(argv)
     bm25 = replace(BM25Config(), **json.loads(args.bm25))
-    dense = replace(DenseConfig(), **json.loads(args.dense))
+    dense = replace(DenseConfig(batch_size=64), **json.loads(args.dense))   # the batch its measurements used
 
     tmp = None
     if args.workdir is None:

@@ -111,7 +111,7 @@ def main() -> None:
     retriever, retriever_label = pick_retriever(args.retriever)
     qs = questions(args.n_questions)
     cfg = RolloutConfig(max_turns=args.max_turns, max_new_tokens=args.max_new_tokens,
-                        max_obs_tokens=args.max_obs_tokens, batch_size=args.n_questions)
+                        max_obs_tokens=args.max_obs_tokens, batch_size=args.n_questions, do_sample=False)
 
     warm = tok(["warm up"], return_tensors="pt")
     model.generate(**warm, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from searchr2.io import InputError, read_jsonl
 from searchr2.metrics import cover_exact_match, exact_match, f1_score
+from searchr2.params import check_types
 from searchr2.paths import MODEL_NAMES
 from searchr2.refiner import RefinerConfig, accuracy, decision_distributions
 from searchr2.rollout import RolloutConfig, Trajectory
@@ -32,16 +33,18 @@ def system_model(system: str) -> str:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What the evaluate stage scores, and on how many questions."""
+    """What the evaluate stage scores (greedy, the Actor alone, EM / F1 / cover-EM per eval set), and on how
+    many questions (the ``evaluate`` params section)."""
 
-    max_questions: int | None = 30   # first N questions of each eval set (deterministic); null = the whole set
-    systems: tuple[str, ...] = ("direct", "rag", "agent_base")  # direct | rag | agent_<model> (base, sft, rl)
-    chunk_size: int = 64             # questions handed to the engine at once (progress granularity; the
+    max_questions: int | None = 20   # first N questions of each eval set (deterministic); null = the whole set
+    systems: tuple[str, ...] = ("direct", "rag", "agent_base", "agent_sft", "agent_rl")  # or agent_<model>
+    chunk_size: int = 256            # questions handed to the engine at once (progress granularity; the
                                      # engine batches them by rollout.batch_size)
     device: str = "cpu"              # cpu | cuda | auto
     dtype: str = "float32"           # float32 | bfloat16 | float16 (bf16 on GPU)
 
     def __post_init__(self):
+        check_types(self, "evaluate.")
         if self.max_questions is not None and self.max_questions < 1:
             raise ValueError(f"evaluate.max_questions must be >= 1 or null, got {self.max_questions}")
         for s in self.systems:

@@ -1,10 +1,12 @@
-"""The GRPO objective (SPEC §4): group-relative advantages, the clipped surrogate with a k3 KL term,
-and one policy update over a batch of sampled sequences.
+"""The GRPO objective of the paper's joint optimisation (arXiv 2602.03647; docs/method.md#joint-grpo):
+group-relative advantages, the clipped surrogate with a k3 KL term, and one policy update over a batch
+of sampled sequences.
 
 A training sequence is anything with ``token_ids`` and ``loss_mask`` (a rollout
 :class:`~searchr2.rollout.Trajectory`, or a refiner :class:`~searchr2.refiner.Decision`, whose mask
 marks only the integer it emitted). ``loss_mask`` is 1 exactly on the tokens the model generated, so
-the prompt, the retrieved documents and the meta prompt are never trained on (SPEC §1).
+the prompt, the retrieved documents and the meta prompt are never trained on (Search-R1's
+retrieved-token masking; docs/method.md#loss-mask).
 
 The algorithm, in the order the functions below implement it:
 
@@ -51,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from searchr2.distributed import zero_stage
+from searchr2.params import check_types
 from searchr2.training import IGNORE, Record, collate, plan_micro_batches
 
 #: log-ratios (logp − old, ref − logp) are clamped to ±this before exponentiating, so a policy that
@@ -62,15 +65,18 @@ KL_CLAMP = 10.0
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    """How the policy is optimised (the ``rl`` params section, SPEC §4 and §6)."""
+    """How the policy is optimised: the GRPO part of the ``rl`` params section (joint Actor-Refiner GRPO,
+    arXiv 2602.03647; ``docs/method.md``, "Joint GRPO")."""
 
     group_size: int = 5               # trajectories sampled per question; advantages are relative to the group
-                                      # (SPEC: G = 5)
+                                      # (paper: G = 5)
     clip_eps: float = 0.2             # PPO clip range: the ratio pi/pi_old is clipped to [1-eps, 1+eps] (verl default)
-    kl_coef: float = 0.001            # beta of the k3 KL(pi || pi_ref) loss term; 0 skips KL and the reference pass
+    kl_coef: float = 0.001            # beta of the k3 KL(pi || pi_ref) loss term to the frozen starting model
+                                      # (paper: 0.001); 0 skips KL and the reference pass
     ppo_epochs: int = 1               # passes over each rollout batch, one optimizer step each (paper: 1)
-    lr: float = 1e-6                  # peak AdamW learning rate (paper: 1e-6)
-    warmup_ratio: float = 0.285       # share of all optimizer steps spent warming the learning rate up (paper: 0.285)
+    lr: float = 1e-5                  # peak AdamW learning rate (paper: 1e-6; 10x here for a 4-step CPU run)
+    warmup_ratio: float = 0.0         # share of all optimizer steps spent warming the learning rate up, then
+                                      # constant (paper: 0.285)
     weight_decay: float = 0.0         # AdamW weight decay on matrices (not on norms and biases), as in sft
     micro_batch_tokens: int = 4096    # padded tokens (rows x longest row) per forward/backward; sequences of similar
                                       # length share a micro-batch; a longer sequence gets one of its own
@@ -78,23 +84,24 @@ class GRPOConfig:
     adv_eps: float = 1e-6             # added to the group's std before dividing (a group of equal rewards gets 0)
     refiner_weight: float = 1.0       # weight of each refiner decision sequence against an Actor sequence (weight 1);
                                       # 0: the refiner acts in rollouts but is not trained (the "+Meta-Refiner" rung)
-    freeze_layers: int = 0            # bottom decoder layers kept frozen, plus the input embeddings when > 0 (as sft)
+    freeze_layers: int = 10           # bottom decoder layers kept frozen, plus the input embeddings when > 0 (as sft)
     loss_limit: float = 100.0         # stop the run (a clear error naming the step) when |loss| exceeds this;
                                       # NaN/inf always stop it; 0 disables the bound
-    seed: int = 0                     # seeds the micro-batch grouping (and, in the rl stage, sampling)
+    seed: int = 0                     # seeds the micro-batch grouping (and, in the rl stage, question draws,
+                                      # sampling and cut points)
     skip_zero_advantage: bool = True  # sequences whose advantage is exactly 0 (their group's rewards were all equal)
                                       # are not forwarded: they carry no policy gradient, only their beta-weighted
                                       # KL term, which is dropped (the loss keeps dividing by the whole batch's
-                                      # weight). false: the SPEC's objective to the letter, at full cost
+                                      # weight). false: the paper's objective to the letter, at full cost
+                                      # (docs/deviations.md, "Skip zero advantage")
 
     def __post_init__(self):
+        check_types(self, "rl config: ")
+
         def need(cond: bool, what: str):
             if not cond:
                 raise ValueError(f"rl config: {what}")
 
-        for name in ("group_size", "ppo_epochs", "micro_batch_tokens", "freeze_layers", "seed"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an int, got {value!r}")
         need(self.group_size >= 2, f"group_size must be >= 2 (a group of one has no relative advantage), "
                                    f"got {self.group_size}")
         for name in ("ppo_epochs", "micro_batch_tokens"):
@@ -106,8 +113,6 @@ class GRPOConfig:
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
         need(self.adv_eps > 0, f"adv_eps must be > 0, got {self.adv_eps}")
-        need(isinstance(self.skip_zero_advantage, bool),
-             f"skip_zero_advantage must be true or false, got {self.skip_zero_advantage!r}")
         need(self.refiner_weight >= 0, f"refiner_weight must be >= 0, got {self.refiner_weight}")
         need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
         need(self.loss_limit >= 0, f"loss_limit must be >= 0 (0 disables it), got {self.loss_limit}")

@@ -1,4 +1,4 @@
-"""Judges of the process reward (SPEC §3, "information density").
+"""Judges of the process reward (the paper's "information density", arXiv 2602.03647; docs/method.md#hybrid-reward).
 
 A trajectory that made ``M`` search calls received ``M`` collections of documents (the top-k of each
 call, ``Trajectory.documents``). A judge decides how many of those collections were *useful*: they
@@ -137,7 +137,7 @@ def supporting_ids(record: dict) -> set[str]:
 
 
 class RuleJudge:
-    """Deterministic stand-in for the paper's LLM judge (a declared deviation, SPEC §3).
+    """Deterministic stand-in for the paper's LLM judge (a declared deviation, docs/deviations.md#rule-judge).
 
     Collection ``i`` of a trajectory is useful (``u_i = 1``) when BOTH hold:
 
@@ -148,7 +148,8 @@ class RuleJudge:
        collection of the same trajectory, useful or not.
 
     An empty collection is never useful. The evidence does not have to sit in the new document:
-    the rule reads "the collection contains evidence and adds something new", as SPEC §3 words it.
+    the rule reads "the collection contains evidence and adds something new", as the paper's process
+    reward defines usefulness (docs/method.md#hybrid-reward).
     """
 
     name = "rule"

@@ -1,14 +1,19 @@
 """The params file (``params.yaml`` or a profile in ``configs/``), read strictly.
 
 Each top-level section maps to the config dataclass of the module that owns those knobs, where
-every knob is documented. Reading is strict in both directions so that a typo can never silently
-fall back to a default: an unknown key, a missing key, or a value of the wrong type is an
-:class:`~searchr2.io.InputError` naming the file, the YAML line and the dotted param name.
+every knob is documented, once, at its field; the fields' defaults are the values of the default
+profile ``params.yaml`` (a test compares them). Reading is strict in both directions so that a typo
+can never silently fall back to a default: an unknown key, a missing key, or a value of the wrong
+type is an :class:`~searchr2.io.InputError` naming the file, the YAML line and the dotted param name.
+
+One type rule serves the reader and every dataclass: :func:`has_type`. Each config dataclass calls
+:func:`check_types` first in its ``__post_init__`` and then checks only ranges and choices.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import types
 import typing
@@ -34,13 +39,76 @@ SECTIONS: dict[str, str] = {
     "rl": "searchr2.rl:RLConfig",
     "evaluate": "searchr2.evaluation:EvalConfig",
 }
-#: top-level scalars that are not sections
+#: top-level scalars that are not sections; ``profile`` is the profile's label, written into every results file
 SCALARS: dict[str, type] = {"profile": str}
 
 
 def section_class(name: str) -> type:
     module, cls = SECTIONS[name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def has_type(hint: Any, value: Any) -> bool:
+    """Whether ``value`` is of the annotated type ``hint`` (the one type rule of every config dataclass).
+
+    An int is never a bool, a float (a number) may be an int but not a bool, ``X | None`` also
+    accepts None, a list or tuple hint accepts a list or a tuple whose items all pass, a dataclass
+    hint accepts an instance of that dataclass, and ``Any`` accepts anything.
+    """
+    if hint is Any:
+        return True
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(has_type(arg, value) for arg in args)
+    if origin in (tuple, list) or hint in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return len(value) == len(args) and all(has_type(a, v) for a, v in zip(args, value))
+        return all(has_type(args[0], v) for v in value) if args else True
+    if hint is None or hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+_WORDS = {bool: "true or false", int: "an int", float: "a number", str: "a string", type(None): "None"}
+
+
+def _type_words(hint: Any) -> str:
+    """``hint`` in words for a message: "an int", "a number", "a string or None", "a list", ..."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(arg) for arg in typing.get_args(hint))
+    if origin in (tuple, list) or hint in (tuple, list):
+        return "a list"
+    if hint in _WORDS:
+        return _WORDS[hint]
+    return f"a {getattr(hint, '__name__', hint)}"
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def check_types(config: Any, prefix: str = "") -> None:
+    """Raise ``ValueError("<prefix><field> must be <type in words>, got <value>")`` for the first field
+    of the dataclass instance ``config`` whose value does not match its annotation (see
+    :func:`has_type`). Every config dataclass calls it first in its ``__post_init__``, so its own
+    checks are about ranges and choices only."""
+    for name, hint in _field_types(type(config)):
+        value = getattr(config, name)
+        if not has_type(hint, value):
+            raise ValueError(f"{prefix}{name} must be {_type_words(hint)}, got {value!r}")
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -86,19 +154,15 @@ class _Reader:
             inner = [a for a in args if a is not type(None)]
             return self.value(inner[0], value, dotted)
         if origin in (tuple, list) or hint in (tuple, list):
-            if not isinstance(value, (list, tuple)):
+            if not has_type(list, value):
                 raise self.error(dotted, f"expected a list, got {type(value).__name__}")
             item = args[0] if args else Any
             return tuple(self.value(item, v, dotted) for v in value)
-        if hint is Any:
-            return value
-        if hint is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if hint is bool and not isinstance(value, bool):
-            raise self.error(dotted, f"expected true/false, got {value!r}")
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        if not has_type(hint, value):
+            if hint is bool:
+                raise self.error(dotted, f"expected true/false, got {value!r}")
             raise self.error(dotted, f"expected {hint.__name__}, got {type(value).__name__} {value!r}")
-        return value
+        return float(value) if hint is float else value
 
     def dataclass(self, cls: type, data: Any, prefix: str) -> Any:
         if not isinstance(data, dict):

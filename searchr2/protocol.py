@@ -1,4 +1,5 @@
-"""The search-agent protocol (SPEC §1): the prompt, the tags, and what the environment says back.
+"""The search-agent protocol (Search-R1, arXiv 2503.09516; docs/method.md#agent-protocol): the prompt,
+the tags, and what the environment says back.
 
 The Actor answers by interleaving reasoning and search with tags::
 

@@ -1,4 +1,5 @@
-"""The published numbers (SPEC §7), as data, so that tables can show them beside this run's.
+"""The published numbers (Search-R2 paper, arXiv 2602.03647; docs/method.md#published-numbers), as
+data, so that tables can show them beside this run's.
 
 These are the Search-R2 paper's figures (Table 2 and the Table 8 ablation ladder), EM ×100 on the
 real benchmarks with the wiki-18 corpus and an E5 retriever. They are never compared as if they were

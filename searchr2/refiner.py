@@ -1,4 +1,5 @@
-"""The Meta-Refiner (SPEC §2): one prompt, one integer answer about a whole trajectory.
+"""The Meta-Refiner (arXiv 2602.03647; docs/method.md#meta-refiner): one prompt, one integer answer
+about a whole trajectory.
 
 The Actor's own weights play the refiner under a different prompt (the *meta prompt*). It is shown
 the question and the trajectory as numbered steps, each step being one assistant turn followed by
@@ -10,18 +11,18 @@ candidate answers ``0..n`` (``n`` = the trajectory's number of steps; a step tha
 cannot be flawed). Each candidate must be a single token of the tokenizer (digits are, in every
 tokenizer this project uses), so one forward pass scores all of them.
 
-Revise or not (SPEC §2): compare the score of "revise" with the probability of answer 0 and revise
+Revise or not (docs/method.md#meta-refiner): compare the score of "revise" with the probability of answer 0 and revise
 when it is at least as large, minus a margin. "Revise" is scored either as the total probability
 of the non-zero answers (``total``, the default) or as the best single non-zero answer (``best``).
 When revising, the cut point is drawn from the non-zero answers' distribution, renormalised.
 
 Two layouts of the meta prompt (``layout``):
 
-* ``numbered`` (the SPEC's wording taken literally): a new conversation whose one user message
+* ``numbered`` (the paper's numbered steps taken literally): a new conversation whose one user message
   reprints the question and the trajectory as ``Step 1: …``, ``Step 2: …``, each tool output cut to
   ``obs_tokens`` tokens (the refiner needs to see what a search returned, not every word of it).
-* ``inline`` (the default; a declared deviation, see the README): the trajectory's own conversation,
-  exactly as the Actor wrote it, followed by a short review request that numbers the steps by
+* ``inline`` (the default; a declared deviation, docs/deviations.md#inline-meta-prompt-layout): the
+  trajectory's own conversation, exactly as the Actor wrote it, followed by a short review request that numbers the steps by
   reference ("each assistant turn with the results it got is one step, the first is step 1"). The
   steps and their order are the same; only the numerals are not printed in front of each step.
   Because the meta prompt then *starts with the trajectory's own tokens*, two costs disappear:
@@ -38,6 +39,7 @@ import random
 from dataclasses import dataclass, field
 
 from searchr2.generation import by_length, eval_mode, left_pad, pad_id
+from searchr2.params import check_types
 from searchr2.protocol import build_chat_ids, normalize_question, truncate_to_tokens
 from searchr2.rollout import RolloutConfig, Trajectory, rollout
 
@@ -65,22 +67,27 @@ _MARK = "@@SEARCHR2-TRAJECTORY-END@@"
 
 @dataclass(frozen=True)
 class RefinerConfig:
-    """How the Meta-Refiner is prompted and how its answer becomes a decision."""
+    """How the Meta-Refiner (the same weights under a meta prompt) is prompted and how its answer becomes a
+    decision (the ``refiner`` params section; ``docs/method.md``, "Meta-Refiner")."""
 
-    enabled: bool = True            # false: no refiner during RL rollouts (the Search-R1 configuration)
-    layout: str = "inline"          # inline: the trajectory's own tokens + a review request; numbered: steps reprinted
-    obs_tokens: int = 160           # numbered layout: tokens of each tool output shown (the rest is cut)
+    enabled: bool = True            # false: no refiner during RL rollouts (the Search-R1 rung of the ablation ladder)
+    layout: str = "inline"          # inline: the trajectory's own tokens, then a request naming its turns steps 1..n
+                                    # (scored from the rollout's KV cache; an acceptance trains in its trajectory's
+                                    # row); numbered: a new prompt reprinting the steps "Step 1: ..." (2 extra
+                                    # passes) (docs/deviations.md, "Inline meta-prompt layout")
+    obs_tokens: int = 240           # numbered layout: tokens of each tool output shown (the rest is cut)
     revise_score: str = "total"     # total: P(any j >= 1) vs P(0); best: max_j P(j) vs P(0) (the paper leaves it open)
-    margin: float = 0.0             # revise when score(revise) >= P(0) + margin (SPEC: 0.0)
-    max_revisions: int = 1          # cut-and-regenerate rounds per trajectory (SPEC: 1; the paper swept 1-4)
+    margin: float = 0.0             # revise when score(revise) >= P(0) + margin (0.0: the paper's plain comparison)
+    max_revisions: int = 1          # cut-and-regenerate rounds per trajectory (the paper tried 1 to 4)
     batch_size: int = 8             # meta prompts scored together in one forward pass
 
     def __post_init__(self):
+        check_types(self)
         for name in ("max_revisions", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "max_revisions" else 1):
+            if value < (0 if name == "max_revisions" else 1):
                 raise ValueError(f"{name} must be an int >= {0 if name == 'max_revisions' else 1}, got {value!r}")
-        if not isinstance(self.obs_tokens, int) or self.obs_tokens < 1:
+        if self.obs_tokens < 1:
             raise ValueError(f"obs_tokens must be an int >= 1, got {self.obs_tokens!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
@@ -248,7 +255,7 @@ class Decision:
 
     ``action`` is the integer it emitted: 0 (accept) or the sampled cut step. ``token_ids`` is the meta
     prompt followed by that answer's token, ``loss_mask`` marks only that token: RL trains it with the
-    advantage of the final trajectory it led to (SPEC §4).
+    advantage of the final trajectory it led to (docs/method.md#joint-grpo).
     """
 
     index: int                      # which trajectory of the batch
@@ -261,7 +268,8 @@ class Decision:
 
 def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_cfg: RolloutConfig,
            cfg: RefinerConfig, rng: random.Random) -> tuple[list[Trajectory], list[Decision]]:
-    """The Meta-Refiner over a batch of finished trajectories: accept, or cut and regenerate (SPEC §2).
+    """The Meta-Refiner over a batch of finished trajectories: accept, or cut and regenerate
+    (docs/method.md#cut-and-regenerate).
 
     Each round scores every still-open trajectory's meta prompt (a trajectory whose ``review_probs``
     the rollout engine already filled, see :func:`review_hook`, is not scored again); a trajectory the rule revises is cut

@@ -150,7 +150,7 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
                                       fmt_cell(100 * v["auc"]) if v.get("auc") is not None else "–", str(v["n"])]
                                      for m, v in sorted(metrics["refiner"].items(), key=_pipeline_order)]))
     parts += [
-        "\n## Published (SPEC §7), for reference only\n\n"
+        "\n## Published (Search-R2 paper, arXiv 2602.03647; docs/method.md#published-numbers), for reference only\n\n"
         "Real benchmarks, full test/dev sets, not comparable cell by cell with the table above unless this "
         "run used the same model, corpus and sets. The Search-R1 Qwen2.5-7B row is Search-R1's GRPO run "
         "(35.0), the one the Search-R2 paper compares against.\n\n",

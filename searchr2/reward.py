@@ -1,4 +1,5 @@
-"""The hybrid reward of Search-R2 (SPEC §3): outcome, gated by correctness, plus information density.
+"""The hybrid reward of Search-R2 (arXiv 2602.03647; docs/method.md#hybrid-reward): outcome, gated by
+correctness, plus information density.
 
 For one trajectory of a QA record:
 
@@ -9,7 +10,7 @@ For one trajectory of a QA record:
 * ``R = r_outcome * (1 + r_process)`` with the process part on, else ``R = r_outcome``.
 
 So ``R`` is 0 for a wrong answer whatever the searches were, and in ``[1, 2]`` for a right one. The
-judge is asked ONLY about trajectories whose answer is right (the gate of SPEC §3: a wrong answer
+judge is asked ONLY about trajectories whose answer is right (the paper's gate: a wrong answer
 cannot earn anything by searching a lot, and the judge, an LLM in the paper, is not paid for).
 """
 from __future__ import annotations
@@ -20,14 +21,17 @@ from typing import Sequence
 from searchr2.judge import JUDGES, Judge, JudgeResult, make_judge
 from searchr2.metrics import exact_match
 from searchr2.models import DTYPES
+from searchr2.params import check_types
 from searchr2.protocol import normalize_question
 
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """The reward of RL rollouts and the judge of its process part."""
+    """The reward of RL rollouts and the judge of its process part (the ``reward`` params section;
+    ``docs/method.md``, "Hybrid reward")."""
 
-    process: bool = True              # true: R = EM * (1 + r_process) (hybrid, SPEC §3); false: R = EM (Search-R1)
+    process: bool = True              # true: the hybrid R = EM * (1 + r_process) of arXiv 2602.03647; false: R = EM
+                                      # (Search-R1, and the Search-R1 rungs of the ablation ladder)
     judge: str = "rule"               # rule: deterministic stand-in (gold alias / supporting passage + something
                                       # new; a deviation from the paper) | llm: a causal LM counts useful collections
     judge_model: str = ""             # judge=llm: local Hugging Face model directory (paper: DeepSeek-R1-Distill-
@@ -39,13 +43,13 @@ class RewardConfig:
     judge_dtype: str = "float32"      # judge=llm: float32 | bfloat16 | float16 (bf16 on GPU)
 
     def __post_init__(self):
+        check_types(self, "reward config: ")
+
         def need(cond: bool, what: str):
             if not cond:
                 raise ValueError(f"reward config: {what}")
 
-        need(isinstance(self.process, bool), f"process must be true or false, got {self.process!r}")
         need(self.judge in JUDGES, f"judge must be one of {', '.join(JUDGES)}, got {self.judge!r}")
-        need(isinstance(self.judge_model, str), f"judge_model must be a string, got {self.judge_model!r}")
         if self.judge == "llm" and self.process:
             need(bool(self.judge_model.strip()), "judge=llm needs judge_model (a local Hugging Face model directory)")
         if self.judge == "rule":
@@ -53,9 +57,8 @@ class RewardConfig:
                                        "(set judge: llm, or judge_model: \"\")")
         for name in ("judge_max_new_tokens", "judge_batch_size", "judge_doc_tokens"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"{name} must be an int >= 1, got {value!r}")
-        need(isinstance(self.judge_device, str) and bool(self.judge_device), "judge_device must be a non-empty string")
+            need(value >= 1, f"{name} must be an int >= 1, got {value!r}")
+        need(bool(self.judge_device), "judge_device must be a non-empty string")
         need(self.judge_dtype in DTYPES, f"judge_dtype must be one of {', '.join(DTYPES)}, got {self.judge_dtype!r}")
 
 
@@ -121,7 +124,7 @@ def score(records: Sequence[dict], trajectories: Sequence, cfg: RewardConfig, ju
 
 
 def reward_stats(rows: Sequence[dict]) -> dict:
-    """Batch means for logging (SPEC §5).
+    """Batch means for logging (docs/method.md#diagnostics).
 
     ``reward`` mean R; ``em`` mean outcome; ``process_correct`` mean r_process over the judged (=
     correct, with the process part on) trajectories, None when none was; ``useful_share`` useful

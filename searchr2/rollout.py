@@ -1,4 +1,5 @@
-"""Batched multi-turn rollouts of the search agent, with token-level loss masks (SPEC §1).
+"""Batched multi-turn rollouts of the search agent, with token-level loss masks (Search-R1's protocol;
+docs/method.md#agent-protocol).
 
 One call to :func:`rollout` plays many questions at once. Each round:
 
@@ -59,6 +60,7 @@ from typing import Callable, Sequence
 from transformers import StoppingCriteria
 
 from searchr2.generation import by_length, eos_ids, eval_mode, generation_config, left_pad, pad_id
+from searchr2.params import check_types
 from searchr2.protocol import (ANSWER_CLOSE, CORRECTION_MESSAGE, FINAL_STOPS, FINAL_TURN_MESSAGE, SEARCH_CLOSE,
                                TURN_STOPS, build_prompt_ids, extract_answer, extract_search, normalize_question,
                                observation_text)
@@ -72,14 +74,17 @@ class RetrievalError(RuntimeError):
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """How trajectories are generated. Token counts are in tokens of the policy's tokenizer."""
+    """How trajectories of the multi-turn search agent are generated (the ``rollout`` params section;
+    ``docs/method.md``, "Agent protocol"). Token counts are in tokens of the policy's tokenizer."""
 
-    max_turns: int = 4                 # assistant turns that may search (SPEC: 4); then one final answer-only turn
-    max_new_tokens: int = 128          # generation limit of one assistant turn, in tokens
+    max_turns: int = 4                 # assistant turns that may search; then one final answer-only turn
+    max_new_tokens: int = 64           # generation limit of one assistant turn, in tokens
     max_obs_tokens: int = 400          # token budget of the documents in one <information> block (Search-R1: 500)
     max_context_tokens: int = 4096     # a trajectory (prompt included) never grows past this; reaching it stops it
-    top_k: int = 3                     # documents retrieved per search (Search-R1 found 3 better than 1 or 5)
-    do_sample: bool = False            # False: greedy decoding (evaluation); True: sampling (RL rollouts)
+    top_k: int = 3                     # documents retrieved per search (Search-R1 found 3 better than 1 or 5); also
+                                       # the k of the rag baseline
+    do_sample: bool = True             # True: sampling (RL rollouts); False: greedy decoding (the evaluate stage and
+                                       # validation force it)
     temperature: float = 1.0           # sampling temperature (used only when do_sample)
     top_p: float = 1.0                 # nucleus sampling mass, 1.0 = off (used only when do_sample)
     batch_size: int = 32               # trajectories generated together in one generate call
@@ -88,17 +93,15 @@ class RolloutConfig:
     seed: int = 0                      # seeds the sampler; same inputs + seed give identical trajectories
     retries: int = 2                   # extra attempts after a failed or timed-out retrieval call
     retry_backoff_s: float = 0.5       # seconds before the first retry, doubled before each next one
-    search_timeout_s: float = 30.0     # seconds one retrieval call may take before it is abandoned
+    search_timeout_s: float = 30.0     # seconds one retrieval call may take before it is abandoned (never hangs)
 
     def __post_init__(self):
+        check_types(self, "rollout config: ")
+
         def need(cond: bool, what: str):
             if not cond:
                 raise ValueError(f"rollout config: {what}")
 
-        for name in ("max_turns", "max_new_tokens", "max_obs_tokens", "max_context_tokens", "top_k", "batch_size",
-                     "seed", "retries"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an int, got {value!r}")
         need(self.max_turns >= 0, f"max_turns must be >= 0, got {self.max_turns}")
         for name in ("max_new_tokens", "max_obs_tokens", "max_context_tokens", "top_k", "batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")

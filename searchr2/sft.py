@@ -48,11 +48,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from searchr2.io import InputError, atomic_dir, read_jsonl, require_field
+from searchr2.io import InputError, atomic_dir, read_jsonl, require_field, sha256_file
 from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
 from searchr2.models import PROVENANCE_FILE
+from searchr2.params import check_types
 from searchr2.training import (IGNORE, Record, check_freeze_layers, collate, fingerprint, freeze_bottom, make_optimizer,
-                               open_live, plan_micro_batches, remove_checkpoints, resume, save_checkpoint, sha256_file,
+                               open_live, plan_micro_batches, remove_checkpoints, resume, save_checkpoint,
                                warmup_schedule)
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -60,41 +61,48 @@ DEVICES = ("cpu", "cuda", "auto")
 
 @dataclass(frozen=True)
 class SFTConfig:
-    """How the warm-up fine-tune runs. Token counts are in tokens of the base model's tokenizer."""
+    """How the warm-up fine-tune runs (the ``sft`` params section), with Accelerate; the loss counts only
+    tokens whose loss_mask is 1 (the model's own turns). Token counts are in tokens of the base model's
+    tokenizer."""
 
-    lr: float = 2e-4                  # peak AdamW learning rate (reached after warm-up, then linear decay to 0)
-    epochs: int = 1                   # passes over all records of both input files
+    lr: float = 1e-4                  # peak AdamW learning rate (reached after linear warm-up, then linear decay to 0)
+    epochs: int = 1                   # passes over all records of both input files (data/sft/actor.jsonl and
+                                      # refiner.jsonl, mixed and shuffled)
     micro_batch_tokens: int = 2048    # padded tokens (rows x longest row) per forward/backward; records of
                                       # similar length share a micro-batch, so little of it is padding
-    grad_accum: int = 4               # micro-batches per optimizer step (per process); the loss of a step is
+    grad_accum: int = 2               # micro-batches per optimizer step (per process); the loss of a step is
                                       # the mean over all its loss tokens
     warmup_ratio: float = 0.1         # share of all optimizer steps spent warming the learning rate up from 0
     weight_decay: float = 0.0         # AdamW weight decay, on matrices only (not on norms and biases)
     max_grad_norm: float = 1.0        # clip the global gradient norm to this before each optimizer step
     seed: int = 0                     # seeds the record order and every random state; same seed + inputs give
                                       # the same weights on CPU (resumed or not)
-    freeze_layers: int = 0            # bottom decoder layers kept frozen, plus the input embeddings when > 0
+    freeze_layers: int = 10           # bottom decoder layers kept frozen, plus the input embeddings when > 0
                                       # (with tied embeddings the output head is frozen with them); saves the
-                                      # backward pass below the first trained layer
-    max_seq_len: int = 2048           # records with more tokens are skipped (counted, with a warning)
-    save_every_steps: int = 10        # optimizer steps between checkpoints (one is also saved after each epoch)
-    device: str = "cpu"               # cpu | cuda | auto (cuda when available); `accelerate launch` picks the GPU
+                                      # backward pass below the first trained layer (10 of SmolLM2-135M's 30:
+                                      # twice the tokens/s on 2 CPU cores)
+    max_seq_len: int = 2048           # records with more tokens are skipped (counted in results/sft.json, with a
+                                      # warning)
+    save_every_steps: int = 10        # optimizer steps between checkpoints in data/checkpoints/sft (one is also
+                                      # saved after each epoch)
+    device: str = "cpu"               # cpu | cuda | auto (cuda when available); under `accelerate launch` each
+                                      # process takes its own GPU
     mixed_precision: str = "fp32"     # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimizer
                                       # state stay float32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
-    refiner_loss_weight: float = 1.0  # weight of each loss token of the refiner file relative to an Actor token
-                                      # (applied by the stage through load_sft_data's ``weights``; part of the
-                                      # fingerprint, so a changed weight never resumes an old checkpoint)
+    refiner_loss_weight: float = 100.0  # weight of each loss token of the refiner file relative to an Actor token:
+                                      # a meta prompt trains one answer token against ~100 per Actor record, so
+                                      # at 1.0 the refiner would get ~0.3% of the gradient (applied by the stage
+                                      # through load_sft_data's ``weights``; part of the fingerprint, so a
+                                      # changed weight never resumes an old checkpoint)
 
     def __post_init__(self):
+        check_types(self, "sft config: ")
+
         def need(cond: bool, what: str):
             if not cond:
                 raise ValueError(f"sft config: {what}")
 
-        for name in ("epochs", "micro_batch_tokens", "grad_accum", "seed", "freeze_layers", "max_seq_len",
-                     "save_every_steps"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be an int, got {value!r}")
         for name in ("epochs", "micro_batch_tokens", "grad_accum", "save_every_steps"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")

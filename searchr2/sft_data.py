@@ -25,6 +25,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from searchr2.metrics import exact_match
+from searchr2.params import check_types
 from searchr2.refiner import RefinerConfig, answer_token_ids, meta_prompt_ids
 from searchr2.rollout import RolloutConfig, Trajectory
 from searchr2.teacher import (CORRUPTIONS, MISTAKES, NotApplicable, Plan, TeacherFailure, corrupted_trajectory,
@@ -33,14 +34,19 @@ from searchr2.teacher import (CORRUPTIONS, MISTAKES, NotApplicable, Plan, Teache
 
 @dataclass(frozen=True)
 class SFTDataConfig:
-    """How much warm-up data to write, and its mix."""
+    """How much warm-up data to write (oracle teacher trajectories for the Actor, labelled meta prompts for
+    the Meta-Refiner), and its mix (the ``sft_data`` params section)."""
 
     seed: int = 0                      # shuffles the train questions and draws every mistake / corruption
     actor_examples: int = 160          # Actor trajectories to keep (fewer if the train set runs out)
     mistake_share: float = 0.2         # share of Actor trajectories with one realistic mistake then a recovery
-    train_on_mistakes: bool = False    # also put loss on the mistaken turn (default: only the recovery is learnt)
+    train_on_mistakes: bool = False    # also put loss on the mistaken turn (false: it is loss-masked, only the
+                                       # recovery is learnt)
     refiner_examples: int = 48         # labelled meta-prompt examples to train on
-    refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j
+    refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j.
+                                       # 0.7: the paper (arXiv 2602.03647) revises ~30% of trajectories, and at
+                                       # 0.5 a refiner that cannot yet tell them apart sits on the revise rule's
+                                       # boundary (docs/deviations.md, "Refiner warm-up data is synthetic")
     refiner_heldout: int = 60          # further labelled examples, never trained on: the refiner's accuracy test
     refiner_heldout_clean_share: float = 0.5   # share of the held-out ones that are clean (0.5: balanced, so a
                                                # refiner that always accepts or always revises scores 0.5)
@@ -49,8 +55,9 @@ class SFTDataConfig:
     rejection_max_questions: int = 256  # at most this many such records are tried (sampling is slow)
 
     def __post_init__(self):
+        check_types(self)
         for name in ("actor_examples", "refiner_examples", "refiner_heldout", "rejection_max_questions"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.rejection_samples < 1:
             raise ValueError(f"rejection_samples must be >= 1, got {self.rejection_samples}")

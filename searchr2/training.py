@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import torch
 
-from searchr2.io import InputError
+from searchr2.io import InputError, sha256_file
 
 #: label value of positions without loss (what torch's cross-entropy and HF models ignore)
 IGNORE = -100
@@ -152,15 +152,6 @@ def freeze_bottom(lm: torch.nn.Module, n_layers: int, section: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- checkpoints
-
-def sha256_file(path: Path, h=None) -> str:
-    """The sha256 of a file's bytes (read in blocks); with ``h``, the bytes are added to that hash instead."""
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def fingerprint(cfg: Any, data_files: dict[str, str], base_dir: str | os.PathLike, num_processes: int) -> str:
     """What a checkpoint must match to be resumed: the params that change the result (the trainer's config

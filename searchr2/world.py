@@ -59,6 +59,7 @@ from tqdm import tqdm
 from searchr2.corpus import format_contents, passage_line
 from searchr2.data import PAPER_EVAL_SPLITS, PAPER_TRAIN_SETS, TRAIN_SPLIT, qa_path, write_qa_file
 from searchr2.io import atomic_dir, atomic_file
+from searchr2.params import check_types
 
 #: NQ's share of the paper's merged train set: 79,168 of 169,615 questions
 NQ_TRAIN_SHARE = 79168 / 169615
@@ -81,10 +82,12 @@ MUSIQUE_HOPS = {2: 0.52, 3: 0.31, 4: 0.17}
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """Knobs of the fictional world. Type shares and text templates are fixed in code (see above)."""
+    """Knobs of the fictional world (the ``world`` params section; used when ``data.source`` is "world").
+    Type shares and text templates are fixed in code (see above)."""
 
     seed: int = 2026                  # every random choice derives from it (same seed -> same bytes)
-    n_entities: int = 2500            # total entities (>= 100); ~2.8 corpus passages each at the defaults
+    n_entities: int = 2500            # total entities: people, places, works, organisations (>= 100); ~2.8 corpus
+                                      # passages each at the defaults
     mentions_per_entity: float = 1.5  # distractor "mention" passages per entity (total = this x n_entities);
     #                                   each names 3-5 entities, Zipf-distributed over popularity
     train_questions: int = 5000       # train size, split nq/train : hotpotqa/train like the paper (~47 : 53)
@@ -93,18 +96,17 @@ class WorldConfig:
     comparison_share: float = 0.2     # share of comparison questions in hotpotqa and 2wikimultihopqa, in [0, 1]
 
     def __post_init__(self):
+        check_types(self, "world.")
         for name in ("n_entities", "train_questions", "test_questions", "bamboogle_questions"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ValueError(f"world.{name} must be a positive integer, got {value!r}")
         if self.n_entities < 100:
             raise ValueError(f"world.n_entities must be at least 100 (every entity type needs a few members), "
                              f"got {self.n_entities}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"world.seed must be an integer, got {self.seed!r}")
-        if not (isinstance(self.mentions_per_entity, (int, float)) and 0 <= self.mentions_per_entity <= 50):
+        if not 0 <= self.mentions_per_entity <= 50:
             raise ValueError(f"world.mentions_per_entity must be a number in [0, 50], got {self.mentions_per_entity!r}")
-        if not (isinstance(self.comparison_share, (int, float)) and 0 <= self.comparison_share <= 1):
+        if not 0 <= self.comparison_share <= 1:
             raise ValueError(f"world.comparison_share must be in [0, 1], got {self.comparison_share!r}")
 
 

@@ -1,4 +1,4 @@
-"""Stage `rl`: joint Actor–Refiner GRPO from the SFT model (SPEC §2–§5).
+"""Stage `rl`: joint Actor–Refiner GRPO from the SFT model (arXiv 2602.03647; docs/method.md#joint-grpo).
 
 Reads the train split, an index and data/models/sft; writes data/models/rl (the model with the best
 validation EM: the collapse guard), results/rl.json and per-step curves in results/rl/ (dvclive).

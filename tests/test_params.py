@@ -1,10 +1,12 @@
 """Strict params files and profiles (searchr2.params, searchr2.profile)."""
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from searchr2.io import InputError
-from searchr2.params import SECTIONS, load_params
+from searchr2.params import SECTIONS, check_types, has_type, load_params, section_class
 from searchr2.profile import main as profile_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +17,56 @@ PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
 def test_every_profile_is_complete_and_valid(path):
     params = load_params(path)
     assert set(params.sections) == set(SECTIONS)
+
+
+def test_dataclass_defaults_are_the_default_profile():
+    """Each knob is documented once, at its dataclass field; so the field's default must be what the
+    default profile (params.yaml) says, or a reader of the dataclass is told a different value."""
+    params = load_params(ROOT / "params.yaml")
+    for name in SECTIONS:
+        assert params.sections[name] == section_class(name)(), f"section {name!r}: defaults differ from params.yaml"
+
+
+def test_has_type():
+    assert has_type(int, 3) and not has_type(int, True) and not has_type(int, 3.0) and not has_type(int, "3")
+    assert has_type(float, 1.5) and has_type(float, 2) and not has_type(float, False) and not has_type(float, "1")
+    assert has_type(bool, False) and not has_type(bool, 0)
+    assert has_type(str, "") and not has_type(str, None)
+    assert has_type(int | None, None) and has_type(int | None, 4) and not has_type(int | None, "4")
+    assert has_type(tuple[str, ...], ("a", "b")) and has_type(tuple[str, ...], ["a"]) and has_type(tuple[str, ...], ())
+    assert not has_type(tuple[str, ...], ("a", 1)) and not has_type(tuple[str, ...], "ab")
+    assert has_type(tuple, [1, "x"]) and has_type(list, (1,)) and not has_type(list, {"a": 1})
+    assert has_type(tuple[int, str], (1, "x")) and not has_type(tuple[int, str], (1, "x", 2))
+    assert has_type(Any, object())
+    tiny = section_class("model")().tiny
+    assert has_type(type(tiny), tiny) and not has_type(type(tiny), {"hidden_size": 64})
+
+
+@dataclass(frozen=True)
+class _Knobs:
+    count: int = 1
+    rate: float = 0.5
+    flag: bool = True
+    name: str = "x"
+    cap: int | None = None
+    sets: tuple[str, ...] = ("a",)
+
+    def __post_init__(self):
+        check_types(self, "knobs: ")
+
+
+def test_check_types_names_the_first_bad_field():
+    _Knobs(rate=1, cap=3, sets=["b"])                         # an int is a number; a list is a tuple's value
+    for kw, message in (({"count": True}, "knobs: count must be an int, got True"),
+                        ({"rate": "fast"}, "knobs: rate must be a number, got 'fast'"),
+                        ({"flag": "yes"}, "knobs: flag must be true or false, got 'yes'"),
+                        ({"name": 3}, "knobs: name must be a string, got 3"),
+                        ({"cap": 2.5}, "knobs: cap must be an int or None, got 2.5"),
+                        ({"sets": "ab"}, "knobs: sets must be a list, got 'ab'"),
+                        ({"count": 1.5, "flag": 0}, "knobs: count must be an int, got 1.5")):
+        with pytest.raises(ValueError) as e:
+            _Knobs(**kw)
+        assert str(e.value) == message
 
 
 def test_profiles_differ_where_they_should():
@@ -60,7 +112,7 @@ def _variant(tmp_path, old, new):
 
 def test_unknown_param_names_line_and_suggests(tmp_path):
     p = _variant(tmp_path, "  n_entities: 2500", "  n_entites: 2500")
-    line = p.read_text().splitlines().index("  n_entites: 2500           # fictional entities (people, places, works, organisations)") + 1
+    line = p.read_text().splitlines().index("  n_entites: 2500") + 1
     with pytest.raises(InputError) as e:
         load_params(p)
     assert str(e.value).startswith(f"{p}:{line}: field 'world.n_entites': unknown param; did you mean 'world.n_entities'?")

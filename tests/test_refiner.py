@@ -10,7 +10,7 @@ from tests.test_rollout import tiny  # noqa: F401 (a fixture)
 from tests.test_teacher import BRIDGE, WordRetriever
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
-CFG = RolloutConfig(max_turns=4, max_new_tokens=200, max_obs_tokens=200, top_k=2)
+CFG = RolloutConfig(max_turns=4, max_new_tokens=200, max_obs_tokens=200, top_k=2, do_sample=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_revise_rule_total_versus_best_and_margin():
     assert revise_decision(probs, RefinerConfig(revise_score="total"))       # 0.6 >= 0.4
     assert not revise_decision(probs, RefinerConfig(revise_score="best"))    # 0.3 < 0.4
     assert not revise_decision(probs, RefinerConfig(margin=0.3))             # 0.6 < 0.7
-    assert revise_decision([0.5, 0.5], RefinerConfig())                      # ties revise (SPEC: at least as large)
+    assert revise_decision([0.5, 0.5], RefinerConfig())                      # ties revise (docs/method.md#meta-refiner)
     assert not revise_decision([1.0], RefinerConfig())
     assert cut_distribution([0.5, 0.1, 0.4]) == pytest.approx([0.2, 0.8])
     with pytest.raises(ValueError):
@@ -131,7 +131,7 @@ def test_refine_accepts_or_cuts_keeps_the_prefix_and_regenerates(tiny, traj, mon
                         lambda m, t, prompts, n, b=8: calls.append(len(prompts)) or [fixed[1]] * len(prompts))
     # (numbered: with the inline layout the regenerating rollout scores the next rounds' decisions itself)
     final, decisions = refine(scripted, tok, WordRetriever(), [traj], CFG,
-                              RefinerConfig(max_revisions=3, layout="numbered"), random.Random(0))
+                              RefinerConfig(max_revisions=3, layout="numbered", obs_tokens=160), random.Random(0))
     assert len(calls) == 3 and [d.round for d in decisions] == [0, 1, 2]
     calls.clear()
     final, decisions = refine(scripted, tok, WordRetriever(), [traj], CFG, RefinerConfig(max_revisions=3),
@@ -194,7 +194,8 @@ def test_rollout_scores_the_inline_review_from_its_cache_as_a_fresh_pass_would(t
         "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
     }
     inline = RefinerConfig(layout="inline")
-    cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=3, max_context_tokens=600)
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=3, max_context_tokens=600,
+                        do_sample=False)
     runs, spent = {}, {}
     for hook in (None, review_hook(tok, inline)):
         runs[hook is None] = rollout(Scripted(model, tok, lambda q, turn: plans[q](turn)), tok, FakeRetriever(),
@@ -211,7 +212,7 @@ def test_rollout_scores_the_inline_review_from_its_cache_as_a_fresh_pass_would(t
         assert t.review_probs == pytest.approx(p, abs=1e-4), t.question
     # no cache, no review scored here: the refiner then encodes the meta prompt itself
     [t] = rollout(model, tok, FakeRetriever(), ["free A?"], RolloutConfig(max_turns=1, max_new_tokens=8,
-                                                                            reuse_cache=False),
+                                                                            reuse_cache=False, do_sample=False),
                   review=review_hook(tok, inline))
     assert t.review_probs is None
     assert review_hook(tok, RefinerConfig(layout="numbered")) is None

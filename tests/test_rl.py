@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 ROLLOUT = RolloutConfig(max_turns=1, max_new_tokens=12, max_obs_tokens=30, max_context_tokens=1024, top_k=1,
                         do_sample=True, batch_size=8)
 CFG = RLConfig(group_size=2, lr=1e-3, warmup_ratio=0.0, kl_coef=0.01, steps=3, questions_per_step=2,
-               val_questions=2, val_every=0, save_every_steps=1, micro_batch_tokens=4096)
+               val_questions=2, val_every=0, save_every_steps=1, micro_batch_tokens=4096, freeze_layers=0)
 
 
 @pytest.fixture(scope="module")

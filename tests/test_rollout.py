@@ -118,7 +118,7 @@ def span(t, tok, step):
     return tok.decode(t.token_ids[step["start"]:step["end"]], skip_special_tokens=False)
 
 
-CFG = RolloutConfig(max_turns=2, max_new_tokens=24, max_obs_tokens=60, batch_size=4)
+CFG = RolloutConfig(max_turns=2, max_new_tokens=24, max_obs_tokens=60, batch_size=4, do_sample=False)
 
 
 def test_search_then_answer_builds_the_mask_token_by_token(tiny):
@@ -157,7 +157,7 @@ def test_mixed_batch_stops_each_row_on_its_own_and_batches_retrieval(tiny):
     }
     retriever = FakeRetriever()
     wrapped = Scripted(model, tok, lambda q, turn: behaviour[q](turn))
-    cfg = RolloutConfig(max_turns=3, max_new_tokens=16, max_obs_tokens=40, batch_size=3)
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=16, max_obs_tokens=40, batch_size=3, do_sample=False)
     out = rollout(wrapped, tok, retriever, list(behaviour), cfg)
     by_q = {t.question: t for t in out}
     for t in out:
@@ -207,7 +207,8 @@ def test_final_turn_ignores_search_and_stops_only_at_answer(tiny):
     model, tok = tiny
     script = lambda q, turn: ("<search>a</search>" if turn == 0 else "<search>b</search> so <answer>c</answer> x")
     retriever = FakeRetriever()
-    [t] = rollout(Scripted(model, tok, script), tok, retriever, ["q"], RolloutConfig(max_turns=1, max_new_tokens=24))
+    [t] = rollout(Scripted(model, tok, script), tok, retriever, ["q"],
+                  RolloutConfig(max_turns=1, max_new_tokens=24, do_sample=False))
     check_invariants(t, tok)
     assert (t.stop_reason, t.answer, t.turns, t.searches) == ("answer", "c", 2, ["a"])
     assert span(t, tok, t.steps[-1]) == "<search>b</search> so <answer>c</answer>"
@@ -219,7 +220,8 @@ def test_context_cap_stops_without_exceeding_it(tiny):
     script = lambda q, turn: "<search>orvane bay founder</search>"
     prompt_len = len(build_prompt_ids(tok, "q"))
     for room in (0, 5, 30):
-        cfg = RolloutConfig(max_turns=4, max_new_tokens=24, max_obs_tokens=60, max_context_tokens=prompt_len + room)
+        cfg = RolloutConfig(max_turns=4, max_new_tokens=24, max_obs_tokens=60, max_context_tokens=prompt_len + room,
+                            do_sample=False)
         [t] = rollout(Scripted(model, tok, script), tok, FakeRetriever(), ["q"], cfg)
         check_invariants(t, tok)
         assert t.stop_reason == "context_cap" and t.finished and t.answer is None
@@ -241,7 +243,7 @@ def test_empty_retrieval_gives_the_no_documents_observation(tiny):
 def test_continuing_from_a_prefix_keeps_its_ids_and_mask(tiny):
     model, tok = tiny
     script = lambda q, turn: ["<search>first</search>", "<search>second</search>", "<answer>done</answer>"][turn]
-    cfg = RolloutConfig(max_turns=3, max_new_tokens=24, max_obs_tokens=40)
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=24, max_obs_tokens=40, do_sample=False)
     [full] = rollout(Scripted(model, tok, script), tok, FakeRetriever(), ["q"], cfg)
     assert full.searches == ["first", "second"] and full.turns == 3
     prefix = full.truncate(1)
@@ -259,7 +261,8 @@ def test_continuing_from_a_prefix_keeps_its_ids_and_mask(tiny):
     # the prefix's turns count against the budget: with max_turns=1 only the final turn is left
     loop = lambda q, turn: "<search>more</search>"
     [capped] = rollout(Scripted(model, tok, loop), tok, FakeRetriever(),
-                       ["q"], RolloutConfig(max_turns=2, max_new_tokens=24, max_obs_tokens=40), prefixes=[prefix])
+                       ["q"], RolloutConfig(max_turns=2, max_new_tokens=24, max_obs_tokens=40, do_sample=False),
+                       prefixes=[prefix])
     assert (capped.turns, capped.searches, capped.stop_reason) == (3, ["first", "more"], "turn_budget")
     # truncate(0) is the bare prompt
     bare = full.truncate(0)
@@ -268,7 +271,7 @@ def test_continuing_from_a_prefix_keeps_its_ids_and_mask(tiny):
 
 def test_greedy_continuation_of_a_free_running_prefix_reproduces_the_trajectory(tiny):
     model, tok = tiny
-    cfg = RolloutConfig(max_turns=2, max_new_tokens=12, max_obs_tokens=40)
+    cfg = RolloutConfig(max_turns=2, max_new_tokens=12, max_obs_tokens=40, do_sample=False)
     [full] = rollout(model, tok, FakeRetriever(), ["Where was Varen Koltho born"], cfg)
     check_invariants(full, tok)
     assert full.turns == 3 and full.finished
@@ -289,7 +292,8 @@ def test_kv_cache_reuse_across_turns_matches_fresh_prefill(tiny):
     runs, scores = {}, {}
     for reuse in (True, False):   # greedy: sampling draws depend on row order, which regrouping changes
         wrapped = Scripted(model, tok, lambda q, turn: plans[q](turn))
-        cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=4, reuse_cache=reuse)
+        cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=4, reuse_cache=reuse,
+                            do_sample=False)
         runs[reuse] = rollout(wrapped, tok, FakeRetriever(), list(plans), cfg)
         scores[reuse] = wrapped.scores
     for a, b in zip(runs[True], runs[False]):
@@ -344,7 +348,7 @@ def test_same_seed_same_trajectories(tiny, sample):
 def test_model_mode_is_restored(tiny):
     model, tok = tiny
     model.train()
-    rollout(model, tok, FakeRetriever(), ["q"], RolloutConfig(max_turns=0, max_new_tokens=2))
+    rollout(model, tok, FakeRetriever(), ["q"], RolloutConfig(max_turns=0, max_new_tokens=2, do_sample=False))
     assert model.training
     model.eval()
 
@@ -423,7 +427,7 @@ def test_rollout_surfaces_retrieval_errors(tiny):
         def search(self, queries, k):
             raise ValueError("boom")
     script = lambda q, turn: "<search>x</search>"
-    cfg = RolloutConfig(max_turns=2, max_new_tokens=12, retries=0)
+    cfg = RolloutConfig(max_turns=2, max_new_tokens=12, retries=0, do_sample=False)
     with pytest.raises(RetrievalError, match="batch of 2 queries.*boom"):
         rollout(Scripted(model, tok, script), tok, Broken(), ["q1", "q2"], cfg)
 
@@ -463,7 +467,7 @@ def test_smollm2_split_tags_stop_the_turn_and_keep_the_mask():
     script = lambda q, turn: first if turn == 0 else "<answer>Mira Tesk</answer> and so on"
     retriever = FakeRetriever()
     out = rollout(Scripted(model, tok, script), tok, retriever, ["who founded Orvane Bay", "who built Kethra"],
-                  RolloutConfig(max_turns=2, max_new_tokens=40, max_obs_tokens=80))
+                  RolloutConfig(max_turns=2, max_new_tokens=40, max_obs_tokens=80, do_sample=False))
     for t in out:
         check_invariants(t, tok)
         assert (t.stop_reason, t.answer, t.searches) == ("answer", "Mira Tesk", ["Orvane Bay founder"])
@@ -472,7 +476,7 @@ def test_smollm2_split_tags_stop_the_turn_and_keep_the_mask():
     assert retriever.calls == [["Orvane Bay founder"] * 2]
     # free running, greedy: whatever the model writes, the bookkeeping holds and the loop ends
     free = rollout(model, tok, FakeRetriever(), ["Where was Varen Koltho born", "Who founded Orvane Bay"],
-                   RolloutConfig(max_turns=1, max_new_tokens=24))
+                   RolloutConfig(max_turns=1, max_new_tokens=24, do_sample=False))
     for t in free:
         check_invariants(t, tok)
         assert t.finished and t.stop_reason in ("answer", "turn_budget", "context_cap")

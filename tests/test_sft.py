@@ -25,7 +25,7 @@ from searchr2.training import IGNORE, clean_checkpoints, collate, fingerprint, p
 # small, fast, and with every knob that changes the arithmetic exercised (several micro-batches per step)
 CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_ratio=0.2, weight_decay=0.01,
                 max_grad_norm=1.0, seed=0, freeze_layers=0, max_seq_len=256, save_every_steps=2, device="cpu",
-                mixed_precision="fp32")
+                mixed_precision="fp32", refiner_loss_weight=1.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
