@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from searchr2.distributed import zero_stage
 from searchr2.params import check_types
-from searchr2.training import IGNORE, Record, collate, plan_micro_batches
+from searchr2.training import IGNORE, Record, check_optimizer_knobs, collate, plan_micro_batches
 
 #: log-ratios (logp − old, ref − logp) are clamped to ±this before exponentiating, so a policy that
 #: drifted far cannot overflow exp() (verl uses the same bound)
@@ -108,13 +108,9 @@ class GRPOConfig:
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(0 < self.clip_eps < 1, f"clip_eps must be in (0, 1), got {self.clip_eps}")
         need(self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        check_optimizer_knobs(self, need)
         need(self.adv_eps > 0, f"adv_eps must be > 0, got {self.adv_eps}")
         need(self.refiner_weight >= 0, f"refiner_weight must be >= 0, got {self.refiner_weight}")
-        need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
         need(self.loss_limit >= 0, f"loss_limit must be >= 0 (0 disables it), got {self.loss_limit}")
 
 

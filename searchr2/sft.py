@@ -52,9 +52,9 @@ from searchr2.io import InputError, atomic_dir, read_jsonl, require_field, sha25
 from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
 from searchr2.models import PROVENANCE_FILE
 from searchr2.params import check_types
-from searchr2.training import (IGNORE, Record, check_freeze_layers, collate, fingerprint, freeze_bottom, make_optimizer,
-                               open_live, plan_micro_batches, remove_checkpoints, resume, save_checkpoint,
-                               warmup_schedule)
+from searchr2.training import (IGNORE, Record, check_freeze_layers, check_optimizer_knobs, collate, fingerprint,
+                               freeze_bottom, make_optimizer, open_live, plan_micro_batches, remove_checkpoints, resume,
+                               save_checkpoint, warmup_schedule)
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -105,12 +105,8 @@ class SFTConfig:
 
         for name in ("epochs", "micro_batch_tokens", "grad_accum", "save_every_steps"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}")
+        check_optimizer_knobs(self, need)
         need(self.refiner_loss_weight > 0, f"refiner_loss_weight must be > 0, got {self.refiner_loss_weight}")
-        need(self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}")
         need(self.max_seq_len >= 2, f"max_seq_len must be >= 2 (one token to read, one to predict), "
                                     f"got {self.max_seq_len}")
         need(self.micro_batch_tokens >= self.max_seq_len,

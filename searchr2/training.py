@@ -103,6 +103,17 @@ def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tenso
 
 # ------------------------------------------------------------------- optimizer, schedule, freezing
 
+def check_optimizer_knobs(cfg: Any, need) -> None:
+    """The range checks of the knobs this module reads, for the SFT and the RL config alike: ``lr``,
+    ``warmup_ratio``, ``weight_decay``, ``max_grad_norm`` and ``freeze_layers``. ``need(condition, message)``
+    raises the config's own error when the condition fails."""
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    need(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    need(cfg.max_grad_norm > 0, f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
+    need(cfg.freeze_layers >= 0, f"freeze_layers must be >= 0, got {cfg.freeze_layers}")
+
+
 def make_optimizer(lm: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; weight decay on matrices only (not on norms and biases)."""
     params = [p for p in lm.parameters() if p.requires_grad]
