@@ -283,8 +283,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         reference = frozen_copy(accelerator, base_dir)
     model = TokenLogProbs(lm)
     optimizer = make_optimizer(lm, cfg.lr, cfg.weight_decay)
-    scheduler = warmup_schedule(optimizer, cfg.warmup_ratio, cfg.steps * cfg.ppo_epochs, accelerator.num_processes,
-                                decay=False)
+    scheduler = warmup_schedule(optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs),
+                                accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     policy = accelerator.unwrap_model(model).lm
     main = accelerator.is_main_process

@@ -361,7 +361,8 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     per_process = math.ceil(len(batches) / accelerator.num_processes)
     total_steps = math.ceil(per_process / cfg.grad_accum) * cfg.epochs
     optimizer = make_optimizer(lm, cfg.lr, cfg.weight_decay)
-    scheduler = warmup_schedule(optimizer, cfg.warmup_ratio, total_steps, accelerator.num_processes, decay=True)
+    scheduler = warmup_schedule(optimizer, round(cfg.warmup_ratio * total_steps), accelerator.num_processes,
+                                total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     assert len(loader) == per_process, (len(loader), per_process)
 

@@ -122,20 +122,20 @@ def make_optimizer(lm: torch.nn.Module, lr: float, weight_decay: float) -> torch
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, total_steps: int, processes: int,
-                    decay: bool):
-    """The learning rate rises linearly from 0 over ``warmup_ratio`` of the ``total_steps`` optimizer steps,
-    then decays linearly to 0 (``decay``, the SFT warm-up) or stays constant (RL, as in the paper's verl set-up).
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, processes: int,
+                    total_steps: int | None = None):
+    """The learning rate rises linearly from 0 over the first ``warmup_steps`` optimizer steps, then decays
+    linearly to 0 at ``total_steps`` (the SFT warm-up) or, with ``total_steps`` None, stays constant (RL, as
+    in the paper's verl set-up).
 
     A scheduler prepared by Accelerate advances once per process at every step, so it is sized for all
     ``processes`` of them.
     """
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    warmup = round(warmup_ratio * total_steps) * processes
-    if decay:
-        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps * processes)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
+    if total_steps is None:
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps * processes)
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps * processes, total_steps * processes)
 
 
 def check_freeze_layers(n_frozen: int, base_dir: Path, section: str) -> None:
