@@ -1,0 +1,1 @@
+"""The pipeline's DVC stage entry points, one module each (``python -m stages.<name>``; see dvc.yaml)."""
