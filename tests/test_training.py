@@ -85,6 +85,7 @@ def test_a_prepared_schedule_is_sized_for_every_process():
     rates = []
     for _ in range(8):
         rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
         schedule.step()
         schedule.step()
     assert rates[:3] == [0.0, 0.5, 1.0] and rates[-1] == pytest.approx(1 / 6)
