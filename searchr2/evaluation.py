@@ -145,3 +145,30 @@ def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where:
         merged[system] = part[system]
     refiner = {model: parts[model]["refiner"] for model in MODEL_NAMES if (parts.get(model) or {}).get("refiner")}
     return {**merged, "refiner": refiner}
+
+
+#: the Meta-Refiner numbers worth a column in ``dvc exp show`` (the rest stay in results/metrics.json)
+SUMMARY_REFINER = ("auc", "exact")
+
+
+def summarize(merged: dict) -> dict:
+    """The headline numbers of a merged table, the ones experiments are compared on and the only ones
+    DVC declares as metrics, so that ``dvc exp show`` prints a readable table: ``em: {system: {set:
+    EM, avg: EM}}`` (the average the evaluation computed), ``questions: {set: n}`` and
+    ``refiner: {model: {auc, exact}}``. F1, cover-EM, search counts and timings stay in the full table."""
+    em, questions = {}, {}
+    for system, per_set in merged.items():
+        if system == "refiner" or not isinstance(per_set, dict):
+            continue
+        sets = {name: s for name, s in per_set.items() if name != "avg" and isinstance(s, dict) and "em" in s}
+        em[system] = {name: s["em"] for name, s in sets.items()}
+        if isinstance(per_set.get("avg"), dict) and "em" in per_set["avg"]:
+            em[system]["avg"] = per_set["avg"]["em"]
+        for name, s in sets.items():
+            questions.setdefault(name, set()).add(s.get("n"))
+    refiner = {model: {k: acc[k] for k in SUMMARY_REFINER if k in acc}
+               for model, acc in (merged.get("refiner") or {}).items()}
+    # the systems of one run answer the same questions; if they ever did not, every count is kept
+    counts = {name: (next(iter(ns)) if len(ns) == 1 else sorted(n for n in ns if n is not None))
+              for name, ns in questions.items()}
+    return {"em": em, "questions": counts, "refiner": refiner}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+PARAMS_OK = Path("data/params.ok")                       # stamp: params.yaml is valid (stage params)
 QA_DIR = Path("data/qa")                                 # <dataset>/<split>.jsonl (stage world)
 CORPUS_DIR = Path("data/corpus")                         # stage world
 CORPUS = CORPUS_DIR / "corpus.jsonl"                     # one passage a line (searchr2.corpus)
@@ -19,7 +20,8 @@ BM25_INDEX = INDEX_DIR / "bm25"                          # stage index_bm25
 DENSE_INDEX = INDEX_DIR / "dense"                        # stage index_dense
 RESULTS = Path("results")
 EVAL_DIR = RESULTS / "eval"                              # per-model evaluations (stages evaluate@<model>)
-METRICS_JSON = RESULTS / "metrics.json"                  # their merged table (stage metrics; what dvc exp show reads)
+METRICS_JSON = RESULTS / "metrics.json"                  # their merged table, every score (stage metrics)
+SUMMARY_JSON = RESULTS / "summary.json"                  # the headline numbers dvc exp show displays (stage metrics)
 SFT_DATA = Path("data/sft")                              # warm-up data (stage sft_data)
 SFT_ACTOR = SFT_DATA / "actor.jsonl"                     # Actor trajectories
 SFT_REFINER = SFT_DATA / "refiner.jsonl"                 # labelled meta prompts, trained on

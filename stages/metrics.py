@@ -2,13 +2,14 @@
 
 Reads results/eval/<model>/metrics.json and timing.json (stages evaluate@base, @sft, @rl); writes
 results/metrics.json (for each system of `evaluate.systems`: EM, F1 and cover-EM ×100 per set and
-on average; `refiner.<model>`: the Meta-Refiner's accuracy; what `dvc exp show` displays) and
-results/eval_timing.json. Seconds.
+on average, search and turn counts; `refiner.<model>`: the Meta-Refiner's accuracy), its headline
+numbers in results/summary.json (EM per set and system, questions per set, refiner AUC and exact
+accuracy: the DVC metric that `dvc exp show` displays) and results/eval_timing.json (seconds).
 """
-from searchr2.evaluation import merge_model_results
+from searchr2.evaluation import merge_model_results, summarize
 from searchr2.io import write_json
 from searchr2.params import load_params
-from searchr2.paths import EVAL_DIR, METRICS_JSON, MODEL_NAMES, RESULTS
+from searchr2.paths import EVAL_DIR, METRICS_JSON, MODEL_NAMES, RESULTS, SUMMARY_JSON
 from searchr2.stage import read_stage_json, run_stage
 
 
@@ -19,6 +20,7 @@ def main():
     timing = {model: read_stage_json(EVAL_DIR / model / "timing.json", f"evaluate@{model}") for model in MODEL_NAMES}
     metrics = merge_model_results(parts, p.evaluate.systems, where)
     write_json(METRICS_JSON, {"profile": p.profile, "world": p.data.source == "world", **metrics})
+    write_json(SUMMARY_JSON, summarize(metrics))
     write_json(RESULTS / "eval_timing.json", {s: t for model in MODEL_NAMES for s, t in timing[model].items()
                                               if s in p.evaluate.systems})
 

@@ -10,6 +10,8 @@ Not followed: the config dataclasses that :func:`searchr2.params.load_params` im
 section, so following them would make every module a dependency of every stage, and a change to the
 RL code would rerun the world and the indexes. A stage reads those modules only to type-check the
 params; a changed check can make it refuse a params file, never change what it writes.
+The one exception is stage ``params``, whose whole job is that check: it lists the section modules
+(and what they import), so a changed check reruns it, and its stamp tells every other stage to wait for it.
 """
 from __future__ import annotations
 
@@ -80,10 +82,20 @@ def entry_module(stage: dict) -> str:
     return cmd[2]
 
 
+def stage_code(name: str, stage: dict) -> set[str]:
+    """What a stage runs: its entry point's closure; for stage ``params`` also the section modules'."""
+    runs = code_closure(entry_module(stage))
+    if name == "params":
+        from searchr2.params import SECTIONS
+        for target in SECTIONS.values():
+            runs |= code_closure(target.split(":")[0])
+    return runs
+
+
 @pytest.mark.parametrize("name", sorted(stages()))
 def test_each_stage_lists_exactly_the_code_it_runs(name):
     stage = stages()[name]
-    runs, listed = code_closure(entry_module(stage)), listed_code(stage)
+    runs, listed = stage_code(name, stage), listed_code(stage)
     assert not runs - listed, f"dvc.yaml stage {name!r} runs these files but does not list them as deps: " \
                               f"{sorted(runs - listed)}"
     assert not listed - runs, f"dvc.yaml stage {name!r} lists code it never imports: {sorted(listed - runs)}"
@@ -98,3 +110,11 @@ def test_the_closure_follows_lazy_and_indirect_imports(tmp_path):
     assert "searchr2/world.py" in code_closure("stages.world")
     # the params' section modules are not followed (see the module docstring)
     assert "searchr2/rl.py" not in code_closure("stages.world")
+
+
+def test_every_stage_waits_for_the_params_check():
+    # a wrong param must stop `dvc repro` before DVC removes any stage's outputs (stages/params.py)
+    for name, stage in stages().items():
+        deps = stage.get("do", stage)["deps"]
+        assert name == "params" or "data/params.ok" in deps, f"stage {name!r} does not depend on data/params.ok"
+    assert stages()["params"]["params"] == [{"params.yaml": None}]     # every param, not a chosen few

@@ -6,7 +6,7 @@ import torch
 
 from searchr2.baselines import answer_direct, answer_rag
 from searchr2.data import eval_split_path, load_eval_set
-from searchr2.evaluation import EvalConfig, average, merge_model_results, run_system, set_scores, system_model
+from searchr2.evaluation import EvalConfig, average, merge_model_results, summarize, run_system, set_scores, system_model
 from searchr2.io import InputError
 from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
 from searchr2.rollout import RolloutConfig, Trajectory
@@ -111,6 +111,19 @@ def test_merge_model_results_orders_systems_and_names_a_missing_part(tmp_path):
     assert merged["refiner"] == {"base": {"exact": 0.1}, "rl": {"exact": 0.5}}
     with pytest.raises(InputError, match=r"sft/metrics.json: field 'agent_sft': no results .*evaluate@sft"):
         merge_model_results(parts, ("direct", "agent_sft"), where)
+
+
+def test_summary_keeps_the_compared_numbers_only():
+    merged = {"agent_rl": {"nq": {"em": 40.0, "f1": 42.5, "n": 20, "searches": 1.9},
+                           "popqa": {"em": 45.0, "f1": 45.0, "n": 20}, "avg": {"em": 42.5, "f1": 43.75}},
+              "direct": {"nq": {"em": 5.0, "n": 20}, "popqa": {"em": 0.0, "n": 20}, "avg": {"em": 2.5}},
+              "refiner": {"sft": {"auc": 0.55, "exact": 0.5, "n": 60, "seconds": 72.6, "revise_rate": 0.0}}}
+    summary = summarize(merged)
+    assert summary == {"em": {"agent_rl": {"nq": 40.0, "popqa": 45.0, "avg": 42.5},
+                              "direct": {"nq": 5.0, "popqa": 0.0, "avg": 2.5}},
+                       "questions": {"nq": 20, "popqa": 20}, "refiner": {"sft": {"auc": 0.55, "exact": 0.5}}}
+    merged["direct"]["nq"]["n"] = 10                  # systems scored on different questions: both counts kept
+    assert summarize(merged)["questions"]["nq"] == [10, 20]
 
 
 def test_direct_and_rag_answer_in_one_turn(tiny):

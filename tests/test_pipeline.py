@@ -5,8 +5,75 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from conftest import run
+
+
+def _leaf(tree: dict, key: str) -> str:
+    """The dotted name of the first scalar or list param at or under ``key`` (``index.dense``, ``rl``)."""
+    node = tree
+    for part in key.split("."):
+        node = node[part]
+    while isinstance(node, dict):
+        first = next(iter(node))
+        key, node = f"{key}.{first}", node[first]
+    return key
+
+
+def _outs(body: dict, item: str | None) -> list[str]:
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for out in body.get(kind, []):
+            path = out if isinstance(out, str) else next(iter(out))
+            paths.append(path.replace("${item}", item or ""))
+    return paths
+
+
+def _snapshot(repo, paths):
+    """What each output is now: a file's bytes, a directory's file list (a removed one is None)."""
+    def one(p):
+        if p.is_file():
+            return p.read_bytes()
+        return sorted(str(f.relative_to(p)) for f in p.rglob("*")) if p.is_dir() else None
+    return {path: one(repo / path) for path in paths}
+
+
+def _bad_params_lose_nothing(repo):
+    """A wrong param of any stage stops `dvc repro <that stage>` at stage `params`, before DVC removes an
+    output, and after the fix `dvc checkout` gives a clean `dvc status` (no stage reruns)."""
+    params = repo / "params.yaml"
+    good = params.read_text()
+    tree = yaml.safe_load(good)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    checked = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        keys = [k for k in body.get("params", []) if isinstance(k, str)]
+        if name == "params" or not keys:
+            continue
+        dotted = _leaf(tree, keys[0])
+        bad = yaml.safe_load(good)
+        *parents, last = dotted.split(".")
+        node = bad
+        for part in parents:
+            node = node[part]
+        node[last] = {"not": "a value"}          # the wrong type for any param
+        params.write_text(yaml.safe_dump(bad, sort_keys=False))
+        item = (stage.get("foreach") or [None])[-1]
+        outs = _outs(body, item)
+        before = _snapshot(repo, outs)
+        proc = run(["dvc", "repro", f"{name}@{item}" if item else name], repo, check=False)
+        assert proc.returncode != 0, (name, dotted, proc.stdout)
+        ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
+        assert ran == ["Running stage 'params':"], (name, dotted, ran)
+        assert "params.yaml:" in proc.stderr and f"'{dotted}'" in proc.stderr, proc.stderr
+        assert _snapshot(repo, outs) == before, f"stage {name}: a bad {dotted} removed or changed its outputs"
+        params.write_text(good)
+        run(["dvc", "checkout"], repo)                 # brings back the params stamp
+        assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}, (name, dotted)
+        checked.append(name)
+    assert {"world", "model", "index_dense", "sft_data", "sft", "rl", "evaluate", "metrics", "report"} <= set(checked)
 
 
 def _set(params, old, new):
@@ -20,7 +87,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     repo = repo_copy
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
-    for stage in ("world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate@base",
+    for stage in ("params", "world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate@base",
                   "evaluate@sft", "evaluate@rl", "metrics", "report"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
@@ -62,12 +129,14 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     assert "Running stage" not in proc.stdout, proc.stdout
     assert time.perf_counter() - start < 30
 
+    _bad_params_lose_nothing(repo)
+
     # an experiment on the refiner's loss weight reruns rl (and the RL model's evaluation when the model
     # changed), nothing upstream and no other model's evaluation
     proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
     ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
-    assert ran[0] == "Running stage 'rl':" and set(ran) <= {
-        "Running stage 'rl':", "Running stage 'evaluate@rl':", "Running stage 'metrics':",
+    assert ran[:2] == ["Running stage 'params':", "Running stage 'rl':"] and set(ran) <= {
+        "Running stage 'params':", "Running stage 'rl':", "Running stage 'evaluate@rl':", "Running stage 'metrics':",
         "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
 
@@ -85,8 +154,8 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     _set(params, "  max_questions: 10", "  max_questions: 8")
     proc = run(["dvc", "repro"], repo)
     ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
-    assert sorted(ran[:3]) == ["Running stage 'evaluate@base':", "Running stage 'evaluate@rl':",
-                               "Running stage 'evaluate@sft':"] and ran[3:] == [
+    assert ran[0] == "Running stage 'params':" and sorted(ran[1:4]) == [
+        "Running stage 'evaluate@base':", "Running stage 'evaluate@rl':", "Running stage 'evaluate@sft':"] and ran[4:] == [
         "Running stage 'metrics':", "Running stage 'report':"], ran
     assert json.loads((repo / "results/metrics.json").read_text())["agent_rl"]["nq"]["n"] == 8
     # search-time params (retrieval, BM25 k1) rebuild no index and regenerate no world; the warm-up data
@@ -95,7 +164,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     _set(params, "  method: bm25", "  method: dense")
     proc = run(["dvc", "repro"], repo)
     assert sorted(l for l in proc.stdout.splitlines() if l.startswith("Running stage")) == sorted(
-        f"Running stage '{s}':" for s in ("sft_data", "sft", "rl", "evaluate@base", "evaluate@sft", "evaluate@rl",
+        f"Running stage '{s}':" for s in ("params", "sft_data", "sft", "rl", "evaluate@base", "evaluate@sft", "evaluate@rl",
                                           "metrics", "report"))
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")
