@@ -1,29 +1,38 @@
 """Where dense search time goes: query encoding vs FAISS search, for a flat and an HNSW index.
 
-Reuses the embeddings of an index built by `build_dense_index` (no re-encoding of the corpus):
+Reuses the embeddings of an index built by `build_dense_index` (no re-encoding of the corpus): reads
+DENSE_DIR (meta.json, embeddings.json and .f32, faiss.index) and the questions under QA_DIR, builds
+an HNSW index in memory, and prints as JSON the timings and how often the two indexes agree on the
+top passage. Writes no file.
 
     python benchmarks/bench_dense_split.py /tmp/bench_world200k/index/dense /tmp/bench_world200k/qa
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import faiss
-import numpy as np
-
-from searchr2.encoder import TextEncoder
-from searchr2.io import read_jsonl
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dense_dir", type=Path)
-    ap.add_argument("qa_dir", type=Path)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dense_dir", type=Path, metavar="DENSE_DIR",
+                    help="a dense index directory (data/index/dense or a benchmark's)")
+    ap.add_argument("qa_dir", type=Path, metavar="QA_DIR", help="<qa_dir>/<dataset>/<split>.jsonl questions")
     ap.add_argument("--n-queries", type=int, default=1000)
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--ef-search", type=int, default=64)
     args = ap.parse_args()
+    import faiss
+    import numpy as np
+
+    from searchr2.encoder import TextEncoder
+    from searchr2.io import read_jsonl
+
     meta = json.loads((args.dense_dir / "meta.json").read_text())
     shape = json.loads((args.dense_dir / "embeddings.json").read_text())["shape"]
     emb = np.memmap(args.dense_dir / "embeddings.f32", dtype=np.float32, mode="r", shape=tuple(shape))

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from searchr2.retrieval import BM25Config, DenseConfig
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", type=Path, help="an existing corpus jsonl (use --qa-dir for its questions)")
     src.add_argument("--world-entities", type=int, help="generate a synthetic world with this many entities "

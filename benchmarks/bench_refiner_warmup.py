@@ -33,7 +33,7 @@ from benchmarks.run_info import write_result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=300, help="labelled meta prompts to train on")
     ap.add_argument("--clean-share", type=float, default=None, help="share labelled 0 (default: the params')")
     ap.add_argument("--model", default="data/models/sft", help="model to start from")

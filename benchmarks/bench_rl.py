@@ -91,7 +91,7 @@ class Arm:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/sft")
     parser.add_argument("--steps", type=int, default=3, help="steps per configuration")
     parser.add_argument("--threads", type=int, default=2)

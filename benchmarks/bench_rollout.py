@@ -85,7 +85,7 @@ def summarise(trajs, seconds: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_model = ROOT / "data" / "models" / "base"
     ap.add_argument("--model", default=str(default_model if default_model.exists() else "/tmp/m/base"))
     ap.add_argument("--n-questions", type=int, default=32)

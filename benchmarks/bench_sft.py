@@ -90,7 +90,7 @@ def bench(base: Path, freeze: int, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/base")
     parser.add_argument("--freeze", type=int, nargs="+", default=[0, 10])
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per setting (after one warm-up)")

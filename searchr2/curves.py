@@ -92,7 +92,8 @@ def plot_curves(curves: dict, out: Path, title: str = "", metrics: list[str] | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m searchr2.curves", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a dvclive directory, e.g. results/rl")
     parser.add_argument("out", type=Path, help="the PNG to write")
     parser.add_argument("--metrics", nargs="+", help="which curves, in order (default: all)")

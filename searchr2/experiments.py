@@ -1,6 +1,10 @@
 """Paper-style tables from the repository's dvc experiments.
 
-Input: what ``dvc exp show --json`` prints (run by the command itself, or read from a file). Output:
+Input: what ``dvc exp show --json`` prints (run by the command itself, or read from a file): each
+run's params and its ``results/summary.json``, the headline numbers DVC declares as metrics (runs
+made before that file existed declared the full ``results/metrics.json``, which is read instead);
+with ``--also``, each run's full ``results/metrics.json`` (from git for a commit or experiment, from
+disk for the workspace); with ``--workspace``, ``dvc status`` of the workspace. Output:
 one row per experiment (or per group of experiments that differ only in their seed), the EM ×100 of
 one evaluated system on the seven sets and their average, plus every param that differs between the
 rows shown. Markdown, CSV and, optionally, a bar chart of the averages.
@@ -15,7 +19,12 @@ Nothing is averaged behind the reader's back:
 - rows evaluated on different numbers of questions per set say so in their ``n`` column and in a
   note; seed groups never pool members whose numbers of questions differ;
 - a seed group's mean ± std (sample std, n − 1) is taken only over members that have the cell; a
-  member without metrics is named in the group's note, and a cell missing from any member is ``–``.
+  member without metrics is named in the group's note, and a cell missing from any member is ``–``;
+- the workspace row (``--workspace``) shows whatever ``results/metrics.json`` the workspace holds.
+  Its stages are checked with ``dvc status``: when one is not up to date (a param, code file, command
+  or output changed since ``dvc.lock``), those numbers may not belong to the workspace's params and
+  code, and the row is marked ``stale`` with the stages named (in the table, its note and the CSV's
+  ``stale`` column); stages whose files are only absent (a clone without ``dvc pull``) get a note.
 
 Usage (see the README): ``python -m searchr2.experiments [--only NAME ...] [--group-over rl.seed]``.
 """
@@ -32,11 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchr2.io import atomic_file
-from searchr2.paths import METRICS_JSON
+from searchr2.paths import METRICS_JSON, SUMMARY_JSON
 from searchr2.published import SET_LABELS, SETS
 from searchr2.report import fmt_cell, markdown_table, system_rows
 
-METRICS_FILE = METRICS_JSON.as_posix()   # the key dvc exp show --json files the metrics under
+METRICS_FILE = METRICS_JSON.as_posix()   # every score; a DVC metric (in dvc exp show) in older runs only
+SUMMARY_FILE = SUMMARY_JSON.as_posix()   # the headline numbers: the metric dvc exp show --json files
 PARAMS_FILE = "params.yaml"
 #: executor states whose results are final (None: an experiment saved before dvc recorded one)
 FINISHED = {None, "success"}
@@ -50,9 +60,13 @@ class ExpRow:
     kind: str                        # workspace | baseline | experiment
     state: str | None = None         # the executor's state for queued/running/failed experiments
     params: dict = field(default_factory=dict)     # flattened: "rl.refiner_weight" -> 0.5
-    metrics: dict | None = None      # results/metrics.json's content; None when the run has none
+    metrics: dict | None = None      # results/metrics.json's content (or its EM part from summary.json); None: none
+    full: bool = True                # False: ``metrics`` was rebuilt from results/summary.json (EM and n only)
     error: str = ""
     timestamp: str = ""
+    #: the workspace row only: ``dvc status --json`` of the workspace, or why it was not checked
+    status: dict | None = None
+    status_error: str = ""
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -77,16 +91,37 @@ def _file_data(files: dict | None, path: str) -> tuple[dict | None, str]:
     return entry.get("data"), ""
 
 
+def from_summary(summary: dict) -> dict:
+    """``results/summary.json`` (``em: {system: {set: EM, avg: EM}}``, ``questions: {set: n}``,
+    ``refiner``) in ``results/metrics.json``'s shape, with only the fields it has."""
+    questions = summary.get("questions") or {}
+    metrics = {}
+    for system, per_set in (summary.get("em") or {}).items():
+        if not isinstance(per_set, dict):
+            continue
+        metrics[system] = {s: {"em": v, **({"n": questions[s]} if isinstance(questions.get(s), int) else {})}
+                           for s, v in per_set.items() if s != "avg"}
+        if "avg" in per_set:
+            metrics[system]["avg"] = {"em": per_set["avg"]}
+    if summary.get("refiner"):
+        metrics["refiner"] = summary["refiner"]
+    return metrics
+
+
 def _row(rev_entry: dict, name: str, kind: str, state: str | None = None) -> ExpRow:
     data = rev_entry.get("data") or {}
     params, perr = _file_data(data.get("params"), PARAMS_FILE)
     metrics, merr = _file_data(data.get("metrics"), METRICS_FILE)
+    full = metrics is not None
+    if metrics is None and not merr:
+        summary, merr = _file_data(data.get("metrics"), SUMMARY_FILE)
+        metrics = from_summary(summary) if isinstance(summary, dict) else None
     err = rev_entry.get("error")
     errs = [e for e in (perr, merr) if e]
     if err:
         errs.insert(0, err.get("msg", str(err)) if isinstance(err, dict) else str(err))
     return ExpRow(name=name, rev=rev_entry.get("rev", ""), kind=kind, state=state,
-                  params=flatten(params or {}), metrics=metrics, error="; ".join(errs),
+                  params=flatten(params or {}), metrics=metrics, full=full, error="; ".join(errs),
                   timestamp=data.get("timestamp") or "")
 
 
@@ -136,6 +171,99 @@ def run_exp_show(all_commits: bool = False, revs: list[str] | None = None, cwd: 
         raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON: {proc.stdout[:200]!r}") from e
 
 
+def load_full_metrics(row: ExpRow, cwd: str | Path = ".") -> dict | None:
+    """A run's whole ``results/metrics.json`` (searches, F1, ... besides EM): the workspace's file, or the
+    one committed in the run's git revision (DVC commits it with every experiment); None when absent."""
+    if row.kind == "workspace":
+        path = Path(cwd) / METRICS_FILE
+        text = path.read_text() if path.is_file() else None
+    else:
+        proc = subprocess.run(["git", "show", f"{row.rev}:{METRICS_FILE}"], cwd=cwd, capture_output=True,
+                              text=True, check=False)
+        text = proc.stdout if proc.returncode == 0 else None
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def run_dvc_status(cwd: str | Path = ".") -> dict:
+    """Run ``dvc status --json`` in the workspace: ``{stage: [changes]}``, ``{}`` when all is up to date."""
+    cmd = ["dvc", "status", "--json"]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise RuntimeError("`dvc` is not on PATH: activate the project's environment") from e
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    try:
+        status = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON: {proc.stdout[:200]!r}") from e
+    if not isinstance(status, dict):
+        raise RuntimeError(f"`{' '.join(cmd)}` printed {type(status).__name__}, not a JSON object")
+    return status
+
+
+#: a dependency or output in one of these states is missing from the workspace, not changed
+ABSENT = {"deleted", "not in cache"}
+
+
+def stage_changes(status: dict) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split ``dvc status --json`` into (stale, absent), each ``{stage: [what]}``.
+
+    A stage is stale when something it records in ``dvc.lock`` changed: a param (any state, a param
+    removed from params.yaml included), a file modified or new, its command, or it always runs. A stage
+    whose only entries are files deleted or not in the cache is absent: nothing changed, the files are
+    just not in this workspace (``dvc pull`` / ``dvc checkout``).
+    """
+    stale, absent = {}, {}
+    for stage, entries in status.items():
+        changed, missing = [], []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            if not isinstance(entry, dict):
+                changed.append(str(entry))                      # "changed command", "always changed", ...
+                continue
+            for files in entry.values():                        # "changed deps" / "changed outs"
+                for path, state in (files.items() if isinstance(files, dict) else [(str(files), "")]):
+                    if isinstance(state, dict):                 # params.yaml: {param: state}
+                        changed += [f"{path}:{param} {how}" for param, how in state.items()]
+                    elif state in ABSENT:
+                        missing.append(f"{path} {state}")
+                    else:
+                        changed.append(f"{path} {state}".strip())
+        if changed:
+            stale[stage] = changed
+        elif missing:
+            absent[stage] = missing
+    return stale, absent
+
+
+def _some(items: list[str], at_most: int = 3) -> str:
+    """The first ``at_most`` items and how many more there are."""
+    more = len(items) - at_most
+    return ", ".join(items[:at_most]) + (f" and {more} more" if more > 0 else "")
+
+
+def workspace_status(row: ExpRow) -> tuple[list[str] | None, str]:
+    """(stale stages, note) of a row: ``[]`` and no note for a row that is not the workspace or whose
+    stages are all up to date; ``None`` stages when the workspace was not checked."""
+    if row.kind != "workspace":
+        return [], ""
+    if row.status is None:
+        return None, f"whether its DVC stages are up to date was not checked ({row.status_error or 'no dvc status'})"
+    stale, absent = stage_changes(row.status)
+    notes = []
+    if stale:
+        what = "; ".join(f"{stage}: {_some(changes)}" for stage, changes in stale.items())
+        notes.append(f"stale: stages not up to date ({what}), and every stage downstream of them; its "
+                     f"{METRICS_FILE} may not come from the workspace's params and code (run `dvc repro`)")
+    if absent:
+        notes.append(f"files of stages {', '.join(absent)} are absent from the workspace (unchanged otherwise; "
+                     "`dvc pull` fetches them)")
+    return list(stale), "; ".join(notes)
+
+
 # ---------------------------------------------------------------------------------------------- rows
 
 
@@ -148,7 +276,7 @@ def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
                 "also": {f: None for f in also}, "problem": problem}
 
     if row.metrics is None:
-        return nothing(row.error or f"no {METRICS_FILE}")
+        return nothing(row.error or f"no {METRICS_FILE} or {SUMMARY_FILE}")
     found = [r for r in system_rows(row.metrics) if r["system"] == system]
     if not found:
         have = sorted(k for k, v in row.metrics.items() if k != "refiner" and isinstance(v, dict))
@@ -217,7 +345,8 @@ def table(rows: list[ExpRow], system: str, ignore: tuple[str, ...] = (), also: t
     records = []
     for r in rows:
         cells = em_cells(r, system, also)
-        records.append({"experiment": r.name, "rev": r.rev[:7], **cells,
+        stale, status_note = workspace_status(r)
+        records.append({"experiment": r.name, "rev": r.rev[:7], **cells, "stale": stale, "status_note": status_note,
                         "params": {k: _value(r.params.get(k, _ABSENT)) for k in keys}})
     return {"keys": keys, "records": records, "also": list(also)}
 
@@ -276,6 +405,9 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
             vals = [c["also"][f] for _, c in with_metrics]
             extra[f] = _mean_std(vals) if vals and None not in vals else (None, None)
         first = members[0][0]
+        statuses = [(r.name, *workspace_status(r)) for r, _ in members]
+        stale = None if any(st is None for _, st, _ in statuses) else [s for _, st, _ in statuses for s in st]
+        status_note = "; ".join(f"{name}: {note}" if len(members) > 1 else note for name, _, note in statuses if note)
         records.append({
             "experiment": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})",
             "members": [r.name for r, _ in members],
@@ -283,7 +415,7 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
             "em": em, "std": spread, "avg": avg, "avg_std": avg_sd, "missing": missing,
             "also": {f: m for f, (m, _) in extra.items()}, "also_std": {f: sd for f, (_, sd) in extra.items()},
             "n": sorted({k for _, c in with_metrics for k in c["n"]}),
-            "problem": "; ".join(problems),
+            "problem": "; ".join(problems), "stale": stale, "status_note": status_note,
             "params": {k: _value(first.params.get(k, _ABSENT)) for k in keys},
         })
     return {"keys": keys, "records": records, "over": list(over), "also": list(also)}
@@ -303,12 +435,12 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
             cells = [fmt_cell(v, sd) for v, sd in zip(rec["em"], rec["std"])]
             avg = fmt_cell(rec["avg"], rec["avg_std"])
             extra = [fmt_cell(rec["also"][f], rec["also_std"][f], 2) for f in also]
-            lead = [rec["experiment"], ",".join(rec["seeds"]) or "–"]
+            lead = [_label(rec), ",".join(rec["seeds"]) or "–"]
         else:
             cells = [fmt_cell(v) for v in rec["em"]]
             avg = fmt_cell(rec["avg"])
             extra = [fmt_cell(rec["also"][f], digits=2) for f in also]
-            lead = [rec["experiment"]]
+            lead = [_label(rec)]
         body.append([*lead, *cells, avg, *extra, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
     what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")
     parts = [f"EM ×100 of `{system}` per set ({what}); {source}. "
@@ -316,6 +448,7 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
              + (f"; {', '.join(f'`{f}`' for f in also)}: mean over the seven sets" if also else "") + ".\n\n",
              markdown_table(header, body)]
     notes = [f"- **{rec['experiment']}**: {rec['problem']}" for rec in result["records"] if rec["problem"]]
+    notes += [f"- **{rec['experiment']}**: {rec['status_note']}" for rec in result["records"] if rec.get("status_note")]
     ns = {tuple(rec["n"]) for rec in result["records"] if rec["n"]}
     if len(ns) > 1:
         notes.append("- rows were evaluated on different numbers of questions per set "
@@ -332,6 +465,17 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
     return "".join(parts)
 
 
+def _label(rec: dict) -> str:
+    """A row's name in the Markdown table, marked when its workspace stages are out of date."""
+    return f"{rec['experiment']} (stale: {_some(rec['stale'])})" if rec.get("stale") else rec["experiment"]
+
+
+def _stale_cell(rec: dict) -> str:
+    """The CSV's ``stale`` column: the out-of-date stages, ``unchecked`` when the workspace was not checked."""
+    stale = rec.get("stale", [])
+    return "unchecked" if stale is None else " ".join(stale)
+
+
 def to_csv(result: dict) -> str:
     grouped = "over" in result
     keys, also = result["keys"], result.get("also", [])
@@ -340,18 +484,19 @@ def to_csv(result: dict) -> str:
     num = lambda v: "" if v is None else f"{v:.3f}".rstrip("0").rstrip(".")     # noqa: E731
     if grouped:
         w.writerow(["experiment", "members", "seeds", *SETS, "avg", *also,
-                    *(f"{s}_std" for s in SETS), "avg_std", *(f"{f}_std" for f in also), "n", "problem", *keys])
+                    *(f"{s}_std" for s in SETS), "avg_std", *(f"{f}_std" for f in also), "n", "problem", "stale",
+                    *keys])
         for rec in result["records"]:
             w.writerow([rec["experiment"], " ".join(rec["members"]), " ".join(rec["seeds"]),
                         *map(num, rec["em"]), num(rec["avg"]), *(num(rec["also"][f]) for f in also),
                         *map(num, rec["std"]), num(rec["avg_std"]), *(num(rec["also_std"][f]) for f in also),
-                        _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
+                        _n_label(rec["n"]), rec["problem"], _stale_cell(rec), *(rec["params"][k] for k in keys)])
     else:
-        w.writerow(["experiment", "rev", *SETS, "avg", *also, "n", "problem", *keys])
+        w.writerow(["experiment", "rev", *SETS, "avg", *also, "n", "problem", "stale", *keys])
         for rec in result["records"]:
             w.writerow([rec["experiment"], rec["rev"], *map(num, rec["em"]), num(rec["avg"]),
                         *(num(rec["also"][f]) for f in also),
-                        _n_label(rec["n"]), rec["problem"], *(rec["params"][k] for k in keys)])
+                        _n_label(rec["n"]), rec["problem"], _stale_cell(rec), *(rec["params"][k] for k in keys)])
     return out.getvalue()
 
 
@@ -380,8 +525,8 @@ def _write(path: str | None, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m searchr2.experiments", description=(
-        "Turn the repository's dvc experiments into a paper-style EM table (Markdown and CSV)."))
+    ap = argparse.ArgumentParser(prog="python -m searchr2.experiments", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", metavar="FILE", help="read saved `dvc exp show --json` output ('-' = stdin) "
                     "instead of running it")
     ap.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
@@ -391,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                     "commit is branch@rev, e.g. main@1a2b3c4, or just its branch)")
     ap.add_argument("--exclude", nargs="+", metavar="NAME", default=[], help="leave these rows out")
     ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="show row OLD as NEW")
-    ap.add_argument("--workspace", action="store_true", help="also show the workspace (uncommitted results)")
+    ap.add_argument("--workspace", action="store_true", help="also show the workspace (uncommitted results), "
+                    "marked stale when `dvc status` finds its stages out of date")
     ap.add_argument("--group-over", nargs="+", metavar="PARAM", default=[],
                     help="aggregate rows that differ only in these params (e.g. rl.seed): mean ± std per cell")
     ap.add_argument("--ignore", nargs="+", metavar="PARAM", default=[],
@@ -428,6 +574,19 @@ def main(argv: list[str] | None = None) -> int:
         shown, unfinished = select(rows, args.only, args.exclude, args.workspace)
         if not shown:
             raise ValueError("no finished experiment or baseline to show")
+        for r in shown:
+            # --also needs the whole file; only for a run with a summary (else it may be an older run's)
+            if args.also and r.metrics is not None and not r.full and (full := load_full_metrics(r)) is not None:
+                r.metrics, r.full = full, True
+            if r.kind != "workspace":
+                continue
+            if args.json:
+                r.status_error = f"the table was read from {args.json}; run `dvc status`"
+                continue
+            try:
+                r.status = run_dvc_status()
+            except RuntimeError as e:
+                r.status_error = str(e)
         ignore = tuple(args.ignore)
         also = tuple(args.also)
         result = (aggregate(shown, args.system, tuple(args.group_over), ignore, also) if args.group_over

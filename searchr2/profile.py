@@ -19,7 +19,8 @@ from searchr2.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m searchr2.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profiles", nargs="+", type=Path, help="profile file(s), e.g. configs/smoke.yaml")
     parser.add_argument("--check", action="store_true", help="validate only; do not touch params.yaml")
     parser.add_argument("--to", type=Path, default=Path("params.yaml"), help="file to write (default params.yaml)")

@@ -4,8 +4,11 @@
 
 One stage per model (dvc.yaml's `foreach`), so an experiment that changes only the RL model
 re-evaluates only `evaluate@rl`. The systems are those of `evaluate.systems` that answer with this
-model: `direct`, `rag` and `agent_base` with the base model, `agent_sft`, `agent_rl`. Writes
-results/eval/<model>/:
+model: `direct`, `rag` and `agent_base` with the base model, `agent_sft`, `agent_rl`.
+
+Reads the test sets (data/qa/<dataset>/test.jsonl, or dev where a set has no test split), the index of
+`retrieval.method` (data/index/), the model (data/models/<model>) and, to score the Meta-Refiner, the
+held-out labelled trajectories data/sft/refiner_heldout.jsonl. Writes results/eval/<model>/:
   metrics.json                          EM, F1 and cover-EM ×100 per set and on average, per system,
                                         and (for an agent system) the model's Meta-Refiner accuracy on
                                         the held-out labelled trajectories of stage sft_data
@@ -13,7 +16,6 @@ results/eval/<model>/:
   predictions/<system>/<dataset>.jsonl  one row per question
 Stage `metrics` merges the models' files into results/metrics.json.
 """
-import sys
 from pathlib import Path
 
 from searchr2.baselines import answer_direct, answer_rag
@@ -25,7 +27,7 @@ from searchr2.params import load_params
 from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, SFT_REFINER_HELDOUT, model_dir
 from searchr2.retrieval import load_retriever
 from searchr2.rollout import rollout
-from searchr2.stage import run_stage
+from searchr2.stage import run_stage, stage_parser
 
 
 def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict, dict | None]:
@@ -63,6 +65,7 @@ def main(model_name: str):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in MODEL_NAMES:
-        sys.exit(f"usage: python -m stages.evaluate {{{'|'.join(MODEL_NAMES)}}}")
-    run_stage(f"evaluate@{sys.argv[1]}", lambda: main(sys.argv[1]))
+    parser = stage_parser()
+    parser.add_argument("model", choices=MODEL_NAMES, help="the model whose systems are scored")
+    args = parser.parse_args()
+    run_stage(f"evaluate@{args.model}", lambda: main(args.model), args)

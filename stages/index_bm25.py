@@ -1,6 +1,8 @@
 """Stage `index_bm25`: a Lucene BM25 index of the corpus, built with pyserini (data/index/bm25).
 
-BM25's k1 and b are search-time settings, so they do not rebuild this index.
+Reads data/corpus/corpus.jsonl and the `index.bm25` params; writes the index to data/index/bm25 and
+its build statistics (passages, seconds) to results/index_bm25.json. BM25's k1 and b are
+search-time settings, so they do not rebuild this index.
 """
 from searchr2.io import write_json
 from searchr2.params import load_params

@@ -1,5 +1,9 @@
 """Stage `index_dense`: encode the corpus in chunks to an on-disk memmap and build a FAISS index
 from it (data/index/dense). Encoder, prefixes, pooling and index type are `index.dense` params.
+
+Reads data/corpus/corpus.jsonl (and the encoder named by the params); writes the passage store, the
+embeddings and the FAISS index to data/index/dense, and its build statistics to
+results/index_dense.json.
 """
 from searchr2.io import write_json
 from searchr2.params import load_params

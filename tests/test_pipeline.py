@@ -1,6 +1,7 @@
 """End to end: the smoke profile through `dvc repro` in a temporary copy of the repository."""
 import csv
 import json
+import shlex
 import sys
 import time
 
@@ -8,6 +9,11 @@ import pytest
 import yaml
 
 from conftest import run
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
+    return [k for key, v in tree.items()
+            for k in (_flat_keys(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
 
 
 def _leaf(tree: dict, key: str) -> str:
@@ -139,6 +145,17 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
         "Running stage 'params':", "Running stage 'rl':", "Running stage 'evaluate@rl':", "Running stage 'metrics':",
         "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
+
+    # dvc exp show is readable: DVC declares only the headline numbers as metrics, and the README's
+    # command prints the params and numbers that differ plus every system's average
+    header = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
+    param_names = set(_flat_keys(yaml.safe_load((repo / "params.yaml").read_text())))
+    metric_cols = [c for c in header[5:] if c not in param_names]
+    assert "em.agent_rl.avg" in metric_cols and len(metric_cols) < 80, metric_cols
+    readme = (repo / "README.md").read_text()
+    command = next(l for l in readme.splitlines() if l.startswith("dvc exp show --only-changed"))
+    cols = run([*shlex.split(command), "--csv"], repo).stdout.splitlines()[0].split(",")
+    assert {"em.agent_rl.avg", "em.direct.avg", "rl.refiner_weight"} <= set(cols) and len(cols) < 60, cols
 
     # the experiment table: the experiment beside the workspace and the committed baseline (the copied repo's
     # results of the default profile, 20 questions a set: flagged as not comparable, not averaged in)

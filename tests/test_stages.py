@@ -83,7 +83,7 @@ def test_a_killed_stage_leaves_no_partial_output(tmp_path):
     script = ("import sys, time\nfrom searchr2.io import atomic_dir\nfrom searchr2.stage import run_stage\n"
               "def main():\n    with atomic_dir(sys.argv[1]) as d:\n        (d / 'half').write_text('x')\n"
               "        print('writing', flush=True)\n        time.sleep(60)\n"
-              "run_stage('slow', main)\n")
+              "run_stage('slow', main, argv=[])\n")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-c", script, str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
@@ -135,7 +135,7 @@ def test_metrics_stage_merges_the_models_evaluations_and_names_a_missing_one(rep
     assert set(json.loads((repo_copy / "results/eval_timing.json").read_text())) == {
         "direct", "rag", "agent_base", "agent_sft", "agent_rl"}
     proc = run([sys.executable, "-m", "stages.evaluate", "ppo"], repo_copy, check=False)
-    assert proc.returncode == 1 and "usage: python -m stages.evaluate {base|sft|rl}" in proc.stderr
+    assert proc.returncode == 2 and "argument model: invalid choice: 'ppo'" in proc.stderr
 
 
 def test_evaluate_stage_with_no_system_of_its_model_writes_an_empty_part(repo_copy):
