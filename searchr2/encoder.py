@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -68,8 +69,13 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self._torch = torch
 
-    def encode(self, texts: list[str], prefix: str = "", progress: bool = False) -> np.ndarray:
-        """Return an ``(len(texts), dim)`` float32 array; rows follow the order of ``texts``."""
+    def encode(self, texts: list[str], prefix: str = "", progress: bool = False,
+               on_batch: Callable[[int], object] | None = None) -> np.ndarray:
+        """Return an ``(len(texts), dim)`` float32 array; rows follow the order of ``texts``.
+
+        ``progress`` shows a bar of its own; ``on_batch(n)`` is called after each forward pass with the
+        number of texts it encoded (``batch_size``, fewer in the last), e.g. a caller's ``bar.update``.
+        """
         torch = self._torch
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -96,4 +102,6 @@ class TextEncoder:
                 if self.normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
                 out[rows] = vectors.float().cpu().numpy()
+                if on_batch is not None:
+                    on_batch(len(rows))
         return out

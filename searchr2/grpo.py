@@ -412,12 +412,14 @@ _SUMMED_STATS = ("loss", "pg_loss", "kl_loss")
 def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                sequences: Sequence[TrainSequence], advantages: Sequence[float],
                old_logp: Sequence[torch.Tensor] | None, ref_logp: Sequence[torch.Tensor] | None, cfg: GRPOConfig,
-               weights: Sequence[float] | None = None, *, scheduler=None, step: int = 0,
+               weights: Sequence[float] | None = None, *, lrs: Sequence[float] | None = None, step: int = 0,
                total_weight: float | None = None, allow_idle: bool = False) -> dict[str, float]:
     """Update the policy on one rollout batch: ``cfg.ppo_epochs`` optimizer steps (module docstring, step 4).
 
-    ``model`` is a :class:`TokenLogProbs` prepared by ``accelerator`` together with ``optimizer`` (and
-    ``scheduler``, stepped after each optimizer step when given). ``sequences`` are this process's
+    ``model`` is a :class:`TokenLogProbs` prepared by ``accelerator`` together with ``optimizer``.
+    ``lrs``, when given, holds the learning rate of each of the ``ppo_epochs`` optimizer steps; it is set on
+    every parameter group before that step's first forward pass (DeepSpeed steps inside the last
+    backward); None leaves the optimizer's rate as it is. ``sequences`` are this process's
     share; ``advantages`` and ``weights`` (default 1) are per sequence (a :class:`PackedSequence`'s weight is
     its ``weight``, its tokens weigh as its ``token_weights`` say); ``old_logp`` and ``ref_logp``
     per sequence as :func:`compute_logprobs` returns them. ``old_logp`` None takes π_old from the first
@@ -430,9 +432,11 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
     sets the model's mode (``train()``). ``allow_idle``: a process whose sequences all have weight 0
     still joins the step (see the code) instead of raising. Returns the statistics of :func:`grpo_loss`
     over all epochs, plus ``grad_norm`` (mean over epochs; NaN under DeepSpeed, which clips internally),
-    ``lr`` (before the first step) and ``epochs``.
+    ``lr`` (that of the first step) and ``epochs``.
     """
     n = len(sequences)
+    if lrs is not None and len(lrs) != cfg.ppo_epochs:
+        raise ValueError(f"lrs has {len(lrs)} learning rates for {cfg.ppo_epochs} ppo_epochs")
     weights = [1.0] * n if weights is None else [float(w) for w in weights]
     for name, values in (("advantages", advantages), ("weights", weights), ("old_logp", old_logp),
                          ("ref_logp", ref_logp)):
@@ -480,8 +484,13 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
     def where(epoch: int):
         return step if cfg.ppo_epochs == 1 else f"{step} (epoch {epoch + 1} of {cfg.ppo_epochs})"
 
-    grad_norms, lr = [], optimizer.param_groups[0]["lr"]
+    grad_norms, lr = [], None
     for epoch in range(cfg.ppo_epochs):
+        if lrs is not None:
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = float(lrs[epoch])
+        if lr is None:
+            lr = optimizer.param_groups[0]["lr"]
         epoch_loss = 0.0
         for b, (group, batch) in enumerate(zip(plan, batches)):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -525,8 +534,6 @@ def ppo_update(accelerator, model: torch.nn.Module, optimizer: torch.optim.Optim
             optimizer.zero_grad(set_to_none=True)         # leave no poisoned gradient behind
             raise
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         grad_norms.append(grad_norm)
     return _summarise(accelerator, totals, grad_norms, lr, cfg.ppo_epochs)

@@ -207,6 +207,7 @@ def materialize_base_model(cfg: ModelConfig, out_dir: str | Path, corpus_path: s
 
     Returns the provenance record, which is also saved as ``searchr2_model.json`` in the directory.
     """
+    quiet_deepspeed_cpu_notice()             # save_pretrained imports DeepSpeed (through Accelerate)
     builders = {"smollm2": _convert_smollm2, "tiny": lambda c, o: _build_tiny(c, o, corpus_path),
                 "pretrained": _copy_pretrained}
     with atomic_dir(out_dir) as tmp:
@@ -214,6 +215,31 @@ def materialize_base_model(cfg: ModelConfig, out_dir: str | Path, corpus_path: s
         info = {"source": cfg.source, "config": asdict(cfg), **info}
         (tmp / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return info
+
+
+class _DeepSpeedCPUNotice:
+    """A logging filter that drops DeepSpeed's "Setting accelerator to CPU" notice and nothing else."""
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith("Setting accelerator to CPU")
+
+
+def quiet_deepspeed_cpu_notice() -> None:
+    """Keep DeepSpeed from announcing, on every CPU-only run, that it found no GPU.
+
+    DeepSpeed is installed for the multi-GPU launches (configs/accelerate/). Wherever it is importable,
+    Accelerate imports it on first use, e.g. inside ``save_pretrained`` or ``Accelerator.prepare``, and
+    the import probes for a GPU; finding none, it logs the warning "Setting accelerator to CPU. If you
+    have GPU or other accelerator, we were unable to detect it." to stdout, once per process. On a CPU
+    run that is the expected outcome, not a problem. This filter on DeepSpeed's logger drops exactly that
+    record; every other DeepSpeed message still shows. Idempotent; call it before DeepSpeed is first
+    imported (the model stage and both trainers do).
+    """
+    import logging
+
+    logger = logging.getLogger("DeepSpeed")      # DeepSpeed's logger (deepspeed.utils.logging) keeps its filters
+    if not any(isinstance(f, _DeepSpeedCPUNotice) for f in logger.filters):
+        logger.addFilter(_DeepSpeedCPUNotice())
 
 
 def pick_device(device: str) -> str:

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -156,7 +159,7 @@ def build_bm25_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike,
     with atomic_dir(out_dir) as tmp:
         staging = tmp / "_input"
         copy = copy_corpus(corpus_path, staging, with_offsets=False)  # validates every line
-        command = [str(jvm.java_binary())]
+        command = [str(jvm.java_binary()), *jvm.jvm_options()]
         if cfg.heap:
             command.append(f"-Xmx{cfg.heap}")
         command += ["-cp", str(jvm.anserini_jar()), "io.anserini.index.IndexCollection",
@@ -164,20 +167,48 @@ def build_bm25_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike,
                     "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(cfg.threads),
                     "-storeRaw", "-optimize"]
         env = dict(os.environ, JAVA_HOME=str(jvm.java_home()))
-        print(f"indexing {copy.n_docs} passages with Anserini (BM25)...", flush=True)
-        proc = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"Anserini indexing failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+        returncode, log = _run_anserini(command, env, copy.n_docs)
+        if returncode != 0:
+            raise RuntimeError(f"Anserini indexing failed (exit {returncode}):\n{log[-4000:]}")
         shutil.rmtree(staging)
-        n_indexed = _lucene_num_docs(proc.stdout)
+        n_indexed = _lucene_num_docs(log)
         if n_indexed is not None and n_indexed != copy.n_docs:
-            raise RuntimeError(f"Anserini indexed {n_indexed} of {copy.n_docs} passages:\n{proc.stdout[-4000:]}")
+            raise RuntimeError(f"Anserini indexed {n_indexed} of {copy.n_docs} passages:\n{log[-4000:]}")
         write_json(tmp / META_FILE, {"method": "bm25", "n_docs": copy.n_docs, "layout": "lucene/ (storeRaw)",
                                      "anserini_jar": jvm.anserini_jar().name,
                                      "config": {"threads": cfg.threads}})
     seconds = time.perf_counter() - t0
     return {"method": "bm25", "n_docs": copy.n_docs, "seconds": round(seconds, 3),
             "index_bytes": _dir_bytes(out_dir)}
+
+
+#: Anserini's progress lines ("12.50% of files completed, 1,234 documents indexed", once a minute, and the
+#: final counts) and the log lines worth passing on (log4j levels, the JVM's own "WARNING:" lines).
+_INDEXED = re.compile(r"([\d,]+) documents indexed")
+_WORTH_SHOWING = re.compile(r"\b(WARN|WARNING|ERROR|SEVERE|FATAL)\b|Exception")
+
+
+def _run_anserini(command: list[str], env: dict, n_docs: int) -> tuple[int, str]:
+    """Run the indexer, reading its log as it comes: the document counts it reports move a progress bar,
+    warnings and errors are passed on to stderr, the rest (configuration echo, INFO lines) is kept only
+    for an error message. Returns (exit status, the last 400 log lines)."""
+    tail: deque[str] = deque(maxlen=400)
+    with tqdm(total=n_docs, desc="indexing passages (BM25)", unit=" passages") as bar, \
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             bufsize=1) as proc:
+        try:
+            for line in proc.stdout:
+                tail.append(line)
+                counted = _INDEXED.search(line)
+                if counted:                               # counts only grow; a smaller one is per file
+                    bar.update(max(int(counted.group(1).replace(",", "")) - bar.n, 0))
+                elif _WORTH_SHOWING.search(line):
+                    bar.write(line.rstrip("\n"), file=sys.stderr)
+        except BaseException:                             # interrupted (Ctrl-C, SIGTERM): no orphan indexer
+            proc.kill()
+            raise
+        returncode = proc.wait()
+    return returncode, "".join(tail)
 
 
 def _lucene_num_docs(log: str) -> int | None:
@@ -294,16 +325,17 @@ def build_dense_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike
         emb_path = tmp / "embeddings.f32"
         with open(emb_path, "wb") as f:  # preallocate n x dim float32 on disk
             f.truncate(n * dim * 4)
+        # the bar advances after every encoder batch: a chunk can hold the whole corpus
         bar = tqdm(total=n, desc="encoding passages", unit=" passages", mininterval=2.0)
         row = 0
         for chunk in _chunks(read_docs(copy.docs_path), cfg.chunk_size):
-            vectors = encoder.encode([contents for _, contents in chunk], prefix=cfg.passage_prefix)
+            vectors = encoder.encode([contents for _, contents in chunk], prefix=cfg.passage_prefix,
+                                     on_batch=bar.update)
             mm = np.memmap(emb_path, dtype=np.float32, mode="r+", offset=row * dim * 4, shape=vectors.shape)
             mm[:] = vectors
             mm.flush()
             del mm  # unmap, so written pages do not accumulate in this process's memory
             row += len(chunk)
-            bar.update(len(chunk))
         bar.close()
         write_json(tmp / "embeddings.json", {"shape": [n, dim], "dtype": "float32", "order": "C"})
         del encoder

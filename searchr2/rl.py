@@ -33,6 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -40,13 +41,14 @@ from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_ad
                            ppo_update, select_for_update)
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
+from searchr2.models import quiet_deepspeed_cpu_notice
 from searchr2.refiner import RefinerConfig, refine, review_hook
 from searchr2.reward import RewardConfig, reward_stats, score
 from searchr2.rollout import RolloutConfig, rollout
 from searchr2.distributed import (MIXED_PRECISION, frozen_copy, full_weights, lm_state_dict, load_trainable_lm,
                                   make_accelerator, zero_stage)
 from searchr2.training import (fingerprint, freeze_bottom, make_optimizer, open_live, remove_checkpoints, resume,
-                               save_checkpoint, warmup_schedule)
+                               save_checkpoint, warmup_factor)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,17 @@ def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, flo
 
 
 def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
-            refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0):
+            refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0,
+            on_phase: Callable[[str], object] | None = None):
     """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics).
 
     ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
-    sample independently; rank 0 samples as a single-process run does.
+    sample independently; rank 0 samples as a single-process run does. ``on_phase(name)`` is called as
+    each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it).
     """
+    phase = on_phase or (lambda name: None)
     timings, metrics = {}, {}
+    phase("rollout")
     group = [r for r in records for _ in range(cfg.group_size)]
     t0 = time.perf_counter()
     sample_cfg = dataclasses.replace(rollout_cfg, do_sample=True,
@@ -148,6 +154,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
 
     decisions = []
     if refiner_cfg.enabled:
+        phase("refine")
         t0 = time.perf_counter()
         originals = trajs
         trajs, decisions = refine(lm, tokenizer, retriever, trajs, sample_cfg, refiner_cfg,
@@ -157,6 +164,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         first = [d for d in decisions if d.round == 0]
         metrics["acceptance_rate"] = sum(d.action == 0 for d in first) / max(len(first), 1)
         metrics["revisions_per_traj"] = sum(d.action > 0 for d in decisions) / len(trajs)
+    phase("judge")
     t0 = time.perf_counter()
     rows = score(group, trajs, reward_cfg, judge)
     timings["judge"] = time.perf_counter() - t0
@@ -222,11 +230,23 @@ def export_model(policy: torch.nn.Module, peft_model, out_dir, state: dict | Non
     copy.deepcopy(peft_model).merge_and_unload().save_pretrained(out_dir)
 
 
-def update_policy(accelerator, model, reference, optimizer, scheduler, sequences: list, advantages: list[float],
-                  weights: list[float], cfg: RLConfig, step: int) -> dict[str, float]:
+def step_learning_rates(cfg: RLConfig, step: int) -> list[float]:
+    """The learning rate of each of the ``ppo_epochs`` optimizer steps of RL step ``step`` (1-based).
+
+    The schedule (linear warm-up over ``warmup_ratio`` of all ``steps x ppo_epochs`` optimizer steps, then
+    constant; :func:`searchr2.training.warmup_factor`) is a function of the step number: a step that
+    takes no optimizer step (:func:`update_policy`) still uses up its places in it, and a resumed run
+    needs no saved scheduler state."""
+    warmup = round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs)
+    return [cfg.lr * warmup_factor((step - 1) * cfg.ppo_epochs + epoch, warmup) for epoch in range(cfg.ppo_epochs)]
+
+
+def update_policy(accelerator, model, reference, optimizer, lrs: list[float] | None, sequences: list,
+                  advantages: list[float], weights: list[float], cfg: RLConfig, step: int) -> dict[str, float]:
     """Step 4 of the module docstring: the reference pass and :func:`searchr2.grpo.ppo_update` over the
-    sequences :func:`searchr2.grpo.select_for_update` keeps (with ``skip_zero_advantage``, a step whose
-    groups all had equal rewards takes no optimizer step; the learning-rate schedule still advances).
+    sequences :func:`searchr2.grpo.select_for_update` keeps, at the learning rates ``lrs``
+    (:func:`step_learning_rates`; None keeps the optimizer's). With ``skip_zero_advantage``, a step
+    whose groups all had equal rewards takes no optimizer step, and its rates are simply not used.
     Returns ppo_update's statistics plus ``trained_share``, the share of sequences forwarded."""
     keep = select_for_update(advantages, weights, cfg)
     share = len(keep) / max(len(sequences), 1)
@@ -235,10 +255,8 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, sequences
         kept_anywhere = int(accelerator.reduce(torch.tensor([len(keep)], device=accelerator.device),
                                                reduction="sum").item())
     if not kept_anywhere:
-        if scheduler is not None:
-            scheduler.step()
         return {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0,
-                "lr": optimizer.param_groups[0]["lr"], "trained_share": 0.0}
+                "lr": lrs[0] if lrs is not None else optimizer.param_groups[0]["lr"], "trained_share": 0.0}
     idle = not keep                                   # others train: join their all-reduce with a zero gradient
     if idle:
         keep = [min(range(len(sequences)), key=lambda i: len(sequences[i].token_ids))]
@@ -246,7 +264,7 @@ def update_policy(accelerator, model, reference, optimizer, scheduler, sequences
     ref_logp = compute_logprobs(reference, chosen, cfg.micro_batch_tokens) if reference is not None else None
     model.train()
     stats = ppo_update(accelerator, model, optimizer, chosen, [advantages[i] for i in keep], None, ref_logp, cfg,
-                       [0.0] if idle else [weights[i] for i in keep], scheduler=scheduler, step=step,
+                       [0.0] if idle else [weights[i] for i in keep], lrs=lrs, step=step,
                        total_weight=sum(weights), allow_idle=idle)
     return {**stats, "trained_share": share}
 
@@ -264,6 +282,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
+    quiet_deepspeed_cpu_notice()
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "rl")
     if cfg.lora_rank and zero_stage(accelerator) == 3:
         raise ValueError("rl.lora_rank > 0 is not supported under DeepSpeed ZeRO-3 (the adapters are merged on "
@@ -282,10 +301,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     if cfg.kl_coef > 0:
         reference = frozen_copy(accelerator, base_dir)
     model = TokenLogProbs(lm)
-    optimizer = make_optimizer(lm, cfg.lr, cfg.weight_decay)
-    scheduler = warmup_schedule(optimizer, round(cfg.warmup_ratio * cfg.steps * cfg.ppo_epochs),
-                                accelerator.num_processes)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # the learning rate is set at every step from the step number (step_learning_rates): no scheduler object
+    model, optimizer = accelerator.prepare(model, make_optimizer(lm, cfg.lr, cfg.weight_decay))
     policy = accelerator.unwrap_model(model).lm
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -303,8 +320,14 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     resumed_from = progress["step"]
 
     live = open_live(live_dir, resumed_from) if live_dir is not None and main else None
+    # one tick per step (~1.5 min on 2 CPU cores); the description names the phase running meanwhile
+    bar = tqdm(total=cfg.steps, initial=resumed_from, desc="rl", dynamic_ncols=True, disable=not main)
+
+    def phase(step: int, name: str) -> None:
+        bar.set_description_str(f"rl step {step}: {name}")
 
     def validate_and_keep(step: int) -> None:
+        phase(step, "validation")
         with full_weights(accelerator, model):
             hits = validation_hits(policy, tokenizer, retriever, shard(val, accelerator), rollout_cfg)
         if world > 1:
@@ -322,23 +345,24 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
                     tokenizer.save_pretrained(tmp)
             accelerator.wait_for_everyone()
         if main:
-            print(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step "
-                  f"{progress['best_step']})", file=sys.stderr)
+            bar.write(f"[rl] step {step}: validation EM {em} (best {progress['best_val_em']} at step "
+                      f"{progress['best_step']})", file=sys.stderr)
         if live is not None:
             live.log_metric("val_em", em)
 
     if resumed_from == 0:
         validate_and_keep(0)                 # the starting model is a candidate too
-    bar = tqdm(total=cfg.steps, initial=resumed_from, desc="rl", dynamic_ncols=True, disable=not main)
     for step in range(resumed_from + 1, cfg.steps + 1):
         start = time.perf_counter()
         batch = shard(step_questions(pool, cfg, step), accelerator)
         with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
             sequences, advantages, weights, metrics, timings = rl_step(
-                policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank)
+                policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
+                on_phase=lambda name: phase(step, name))
+        phase(step, "update")
         t0 = time.perf_counter()
-        stats = update_policy(accelerator, model, reference, optimizer, scheduler, sequences, advantages, weights,
-                              cfg, step)
+        stats = update_policy(accelerator, model, reference, optimizer, step_learning_rates(cfg, step), sequences,
+                              advantages, weights, cfg, step)
         metrics["trained_share"] = stats["trained_share"]
         timings["update"] = time.perf_counter() - t0
         metrics = mean_over_processes(accelerator, metrics)
@@ -357,7 +381,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", em=f"{metrics['em']:.2f}", s=f"{seconds:.0f}")
         if step % cfg.save_every_steps == 0 or step == cfg.steps:
+            phase(step, "checkpoint")
             save_checkpoint(accelerator, checkpoint_dir, progress)
+    bar.set_description_str("rl")
     bar.close()
 
     if main:

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from searchr2.io import InputError, atomic_dir, read_jsonl, require_field, sha256_file
 from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
-from searchr2.models import PROVENANCE_FILE
+from searchr2.models import PROVENANCE_FILE, quiet_deepspeed_cpu_notice
 from searchr2.params import check_types
 from searchr2.training import (IGNORE, Record, check_freeze_layers, check_optimizer_knobs, collate, fingerprint,
                                freeze_bottom, make_optimizer, open_live, plan_micro_batches, remove_checkpoints, resume,
@@ -340,6 +340,7 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     from tqdm.auto import tqdm
 
     base_dir, out_dir, checkpoint_dir = Path(base_dir), Path(out_dir), Path(checkpoint_dir)
+    quiet_deepspeed_cpu_notice()
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "sft")
     main = accelerator.is_main_process
     set_seed(cfg.seed)

@@ -6,9 +6,10 @@
   are packed into micro-batches of a bounded number of padded tokens (:func:`plan_micro_batches`) and
   right-padded into tensors with shifted labels (:func:`collate`).
 - **Optimizer, schedule and frozen layers.** AdamW with weight decay on matrices only
-  (:func:`make_optimizer`), a linear warm-up then linear decay (SFT) or a constant rate (RL)
-  (:func:`warmup_schedule`), and the bottom decoder layers optionally frozen (:func:`freeze_bottom`).
-- **Checkpoints and resume.** The full training state (weights, optimizer, scheduler, random states,
+  (:func:`make_optimizer`), a linear warm-up then linear decay (SFT, a scheduler: :func:`warmup_schedule`)
+  or then a constant rate (RL, set from the step number: :func:`warmup_factor`), and the bottom decoder
+  layers optionally frozen (:func:`freeze_bottom`).
+- **Checkpoints and resume.** The full training state (weights, optimizer, SFT's scheduler, random states,
   through Accelerate) is saved as the only checkpoint, atomically (:func:`save_checkpoint`); a rerun with
   the same :func:`fingerprint` (params, input files, starting model, process count) resumes from it
   (:func:`resume`), a checkpoint of another run is discarded (:func:`clean_checkpoints`).
@@ -125,8 +126,8 @@ def make_optimizer(lm: torch.nn.Module, lr: float, weight_decay: float) -> torch
 def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, processes: int,
                     total_steps: int | None = None):
     """The learning rate rises linearly from 0 over the first ``warmup_steps`` optimizer steps, then decays
-    linearly to 0 at ``total_steps`` (the SFT warm-up) or, with ``total_steps`` None, stays constant (RL, as
-    in the paper's verl set-up).
+    linearly to 0 at ``total_steps`` (the SFT warm-up) or, with ``total_steps`` None, stays constant (the
+    RL schedule, as in the paper's verl set-up; the rl stage computes it per step, :func:`warmup_factor`).
 
     A scheduler prepared by Accelerate advances once per process at every step, so it is sized for all
     ``processes`` of them.
@@ -136,6 +137,18 @@ def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, process
     if total_steps is None:
         return get_constant_schedule_with_warmup(optimizer, warmup_steps * processes)
     return get_linear_schedule_with_warmup(optimizer, warmup_steps * processes, total_steps * processes)
+
+
+def warmup_factor(position: int, warmup_steps: int, total_steps: int | None = None) -> float:
+    """The learning-rate multiplier of :func:`warmup_schedule` (one process) at optimizer step ``position``
+    (0 = the first step): ``position / warmup_steps`` during the warm-up, then 1 (``total_steps`` None) or a
+    linear decay reaching 0 at ``total_steps``. The same arithmetic as the schedule's, so ``lr *
+    warmup_factor(i, ...)`` is the rate the schedule gives the ``i``-th step, to the bit."""
+    if position < warmup_steps:
+        return float(position) / float(max(1, warmup_steps))
+    if total_steps is None:
+        return 1.0
+    return max(0.0, float(total_steps - position) / float(max(1, total_steps - warmup_steps)))
 
 
 def check_freeze_layers(n_frozen: int, base_dir: Path, section: str) -> None:
@@ -256,6 +269,7 @@ def save_checkpoint(accelerator, root: str | os.PathLike, progress: dict) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    hook = accelerator.register_save_state_pre_hook(drop_tied_copies)
     try:
         accelerator.save_state(str(tmp), safe_serialization=True)
         accelerator.wait_for_everyone()
@@ -271,8 +285,30 @@ def save_checkpoint(accelerator, root: str | os.PathLike, progress: dict) -> Pat
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        hook.remove()
     accelerator.wait_for_everyone()
     return final
+
+
+def drop_tied_copies(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """A save-state hook for Accelerate: leave each tied weight in the state dicts to save once, under the
+    first of its names (as ``save_pretrained`` writes a model).
+
+    A model with tied input and output embeddings holds one Parameter under two names. safetensors cannot
+    store two names for one tensor, so Accelerate dropped the later name itself and logged "Removed shared
+    tensor {'lm.lm_head.weight'} while saving" at every checkpoint. Dropping it here, by the model's own
+    ties, writes the same file without the message; on loading, Accelerate (safetensors' ``load_model``)
+    ties the dropped name back. Tensors that merely share memory without being the same Parameter are left
+    alone, so Accelerate still warns about those. (Under DeepSpeed ``weights`` is empty: DeepSpeed saves
+    the model itself.)
+    """
+    for model, state in zip(models, weights):
+        first: dict[int, str] = {}
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if first.setdefault(id(tensor), name) != name and name in state:
+                del state[name]
+
 
 
 def remove_checkpoints(root: str | os.PathLike) -> None:

@@ -327,6 +327,24 @@ def test_update_stops_before_touching_the_weights_when_the_loss_diverges(lm):
         ppo_update(accelerator, model, optimizer, [seq], [1.0], None, None, cfg, weights=[0.0])
 
 
+def test_the_update_steps_at_the_learning_rate_given_for_each_epoch(base):
+    gen = torch.Generator().manual_seed(6)
+    lm = load_model(base)
+    seq = random_seq(gen, 12, lm.config.vocab_size, [(4, 12)])
+    cfg = GRPOConfig(lr=1e-2, kl_coef=0.0, ppo_epochs=2)
+    accelerator, model, optimizer = _accelerated(lm, cfg)
+    before = copy.deepcopy(lm.state_dict())
+    stats = ppo_update(accelerator, model, optimizer, [seq], [1.0], None, None, cfg, lrs=[0.0, 0.0])
+    assert stats["lr"] == 0.0 and [g["lr"] for g in optimizer.param_groups] == [0.0, 0.0]
+    for k, v in lm.state_dict().items():                             # two AdamW steps at rate 0: nothing moved
+        assert torch.equal(v, before[k]), k
+    stats = ppo_update(accelerator, model, optimizer, [seq], [1.0], None, None, cfg, lrs=[0.0, 5e-3])
+    assert stats["lr"] == 0.0 and [g["lr"] for g in optimizer.param_groups] == [5e-3, 5e-3]
+    assert any(not torch.equal(v, before[k]) for k, v in lm.state_dict().items())   # the second step moved them
+    with pytest.raises(ValueError, match="lrs has 1 learning rates for 2 ppo_epochs"):
+        ppo_update(accelerator, model, optimizer, [seq], [1.0], None, None, cfg, lrs=[1e-3])
+
+
 def test_select_for_update():
     cfg = GRPOConfig()
     assert select_for_update([0.0, 1.2, -0.5, 0.0], [1.0, 1.0, 0.0, 0.5], cfg) == [1]

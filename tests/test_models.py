@@ -1,11 +1,12 @@
 """Base model materialisation (searchr2.models): tiny, pretrained copy, SmolLM2 from GGUF."""
 import json
+import os
 
 import pytest
 import torch
 
 from searchr2.models import (PROTOCOL_TAGS, ModelConfig, TinyModelConfig, load_model, load_tokenizer,
-                             materialize_base_model)
+                             materialize_base_model, quiet_deepspeed_cpu_notice)
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,38 @@ def test_smollm2_converts_from_the_wheel_and_answers(tmp_path):
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out_ids = model.generate(**ids, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out_ids[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_deepspeeds_no_gpu_notice_is_dropped_and_its_other_messages_kept():
+    """DeepSpeed's accelerator probe (run by Accelerate on first use) logs "Setting accelerator to CPU"
+    where it finds no GPU; after quiet_deepspeed_cpu_notice that record, and only that one, is gone."""
+    import logging
+
+    pytest.importorskip("deepspeed")
+    import deepspeed.accelerator.real_accelerator as probe
+
+    logger = logging.getLogger("DeepSpeed")
+    kept_filters, kept_accelerator = list(logger.filters), probe.ds_accelerator
+    seen: list[str] = []
+    recorder = logging.Handler(logging.WARNING)
+    recorder.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(recorder)
+    try:
+        for f in kept_filters:                      # as in a fresh process (the model stage adds the filter)
+            logger.removeFilter(f)
+        probe.ds_accelerator = None
+        probe.get_accelerator()
+        probed_cpu = probe.get_accelerator().device_name() == "cpu" and not os.environ.get("DS_ACCELERATOR")
+        assert any(m.startswith("Setting accelerator to CPU") for m in seen) == probed_cpu   # the probe talks
+        seen.clear()
+        quiet_deepspeed_cpu_notice()
+        quiet_deepspeed_cpu_notice()                # idempotent
+        assert len(logger.filters) == 1
+        probe.ds_accelerator = None
+        probe.get_accelerator()
+        logger.warning("another DeepSpeed warning")
+        assert seen == ["another DeepSpeed warning"]
+    finally:
+        logger.removeHandler(recorder)
+        logger.filters[:] = kept_filters
+        probe.ds_accelerator = kept_accelerator

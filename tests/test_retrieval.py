@@ -160,6 +160,50 @@ def test_dense_build_is_deterministic_and_streams_to_disk(corpus, index_dir, tmp
     assert a == b
 
 
+def test_dense_progress_moves_after_every_encoder_batch(corpus, tmp_path, monkeypatch):
+    """A chunk (8,192 passages by default) can hold the whole corpus: the bar must not wait for it."""
+    import searchr2.retrieval as retrieval
+
+    updates: dict[str, list[int]] = {}
+
+    class RecordingBar(retrieval.tqdm):
+        def update(self, n=1):
+            updates.setdefault(self.desc, []).append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(retrieval, "tqdm", RecordingBar)
+    build_dense_index(corpus, tmp_path / "dense", DenseConfig(batch_size=8))          # chunk_size 8192 > 30
+    assert updates["encoding passages"] == [8, 8, 8, 6]
+
+
+def test_jvm_options_follow_the_java_version():
+    from searchr2 import jvm
+
+    assert jvm.jvm_options(21) == []
+    assert jvm.jvm_options(22) == ["-Dorg.apache.lucene.store.MMapDirectory.enableMemorySegments=false"]
+    assert jvm.jvm_options(25) == ["-Dorg.apache.lucene.store.MMapDirectory.enableMemorySegments=false",
+                                   "--sun-misc-unsafe-memory-access=allow"]
+
+
+def test_bm25_build_and_search_print_no_jvm_warnings(corpus, tmp_path):
+    """In a fresh process (the JVM's options are fixed when it starts): building a BM25 index (the Anserini
+    subprocess) and searching it (the in-process JVM) print no Lucene/JVM warning, and the build's bar
+    reaches the corpus size from Anserini's own count."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from searchr2.retrieval import BM25Config, BM25Retriever, build_bm25_index; "
+              "build_bm25_index(sys.argv[1], sys.argv[2], BM25Config()); "
+              "print(BM25Retriever(sys.argv[2], BM25Config()).search(['Who founded Quillmere Abbey?'], 1)[0][0]['id'])")
+    proc = subprocess.run([sys.executable, "-c", script, str(corpus), str(tmp_path / "bm25")], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    for noise in ("WARN", "sun.misc.Unsafe", "MMapDirectory"):
+        assert noise not in proc.stderr, proc.stderr
+    assert proc.stdout.split()[-1] == "p00"
+    assert "indexing passages (BM25): 100%" in proc.stderr and f"{len(PASSAGES)}/{len(PASSAGES)}" in proc.stderr
+
+
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
 def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
     cfg = DenseConfig(index_type=index_type, ivf_nlist=4, ivf_nprobe=4, hnsw_m=8, chunk_size=8)

@@ -1,6 +1,7 @@
 """The RL loop (searchr2.rl) on a tiny model: it trains, resumes exactly, and stops on divergence."""
 import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from searchr2.refiner import RefinerConfig
 from searchr2.reward import RewardConfig
 from searchr2.rl import RLConfig, split_questions, step_questions, train_rl
 from searchr2.rollout import RolloutConfig
+from searchr2.training import warmup_schedule
 from tests.test_teacher import PASSAGES, WordRetriever, _records
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
@@ -99,12 +101,53 @@ def test_a_step_of_equal_rewards_takes_no_optimizer_step(base, tmp_path, monkeyp
     monkeypatch.setattr(rl, "score", lambda records, trajs, cfg, judge=None: [
         {**row, "reward": 1.0} for row in fake_score(records, trajs, cfg, judge)])
     cfg = dataclasses.replace(CFG, steps=2, kl_coef=0.01)
-    summary = _run(base, tmp_path, cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = _run(base, tmp_path, cfg)
+    # no learning-rate schedule is stepped without an optimizer step (torch warned about that on step 1)
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)], [str(w.message) for w in caught]
     assert summary["steps"] == 2
     for name, value in _weights(tmp_path / "out").items():
         assert torch.equal(value, _weights(base)[name]), name
     share = (tmp_path / "live/plots/metrics/trained_share.tsv").read_text().splitlines()[1:]
     assert [float(line.split("\t")[1]) for line in share] == [0.0, 0.0]
+
+
+def test_the_learning_rate_follows_the_step_number():
+    cfg = dataclasses.replace(CFG, lr=1.0, steps=4, ppo_epochs=2, warmup_ratio=0.25)   # warm-up: 2 optimizer steps
+    assert [rl.step_learning_rates(cfg, step) for step in (1, 2, 3)] == [[0.0, 0.5], [1.0, 1.0], [1.0, 1.0]]
+    # with one epoch a step, the same rates to the bit as the warm-up schedule the stage used to step
+    cfg = dataclasses.replace(CFG, lr=3e-4, steps=7, ppo_epochs=1, warmup_ratio=0.3)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    schedule = warmup_schedule(optimizer, round(cfg.warmup_ratio * cfg.steps), processes=1)
+    for step in range(1, cfg.steps + 1):
+        assert rl.step_learning_rates(cfg, step) == [optimizer.param_groups[0]["lr"]], step
+        optimizer.step()
+        schedule.step()
+
+
+def test_a_step_without_update_keeps_its_place_in_the_warmup(base, tmp_path, monkeypatch):
+    """Step 1's rewards are all equal (no optimizer step, as happens with the tiny and the default models),
+    later steps train: they use the rates of steps 2 and 3 of the warm-up, and torch has nothing to warn
+    about."""
+    calls = []
+
+    def score_with_a_flat_first_step(records, trajs, cfg, judge=None):
+        calls.append(1)                   # then 0, 1 in every group (its members are next to each other)
+        return [{**row, "reward": 1.0 if len(calls) == 1 else float(i % 2)}
+                for i, row in enumerate(fake_score(records, trajs, cfg, judge))]
+
+    monkeypatch.setattr(rl, "score", score_with_a_flat_first_step)
+    cfg = dataclasses.replace(CFG, warmup_ratio=0.5)                 # 3 steps: rates 0, lr/2, lr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(base, tmp_path, cfg, refiner=RefinerConfig(enabled=False))
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)], [str(w.message) for w in caught]
+    curve = {name: [float(line.split("\t")[1]) for line in
+                    (tmp_path / f"live/plots/metrics/{name}.tsv").read_text().splitlines()[1:]]
+             for name in ("lr", "trained_share")}
+    assert curve["trained_share"][0] == 0.0 and curve["trained_share"][1] > 0 and curve["trained_share"][2] > 0
+    assert curve["lr"] == pytest.approx([0.0, cfg.lr / 2, cfg.lr])
 
 
 def test_lora_trains_adapters_and_writes_a_merged_plain_model(base, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from searchr2.rl import RLConfig
 from searchr2.sft import SFTConfig
 from searchr2.training import (IGNORE, Record, check_freeze_layers, clean_checkpoints, collate, fingerprint,
                                freeze_bottom, make_optimizer, open_live, plan_micro_batches, resume, save_checkpoint,
-                               trim_live_plots, warmup_schedule)
+                               trim_live_plots, warmup_factor, warmup_schedule)
 
 CFG = SFTConfig(lr=3e-3, epochs=3, micro_batch_tokens=256, grad_accum=2, warmup_ratio=0.2, weight_decay=0.01,
                 max_grad_norm=1.0, seed=0, freeze_layers=0, max_seq_len=256, save_every_steps=2, device="cpu",
@@ -89,6 +89,17 @@ def test_a_prepared_schedule_is_sized_for_every_process():
         schedule.step()
         schedule.step()
     assert rates[:3] == [0.0, 0.5, 1.0] and rates[-1] == pytest.approx(1 / 6)
+
+
+@pytest.mark.parametrize("total", [8, None])
+def test_the_warmup_factor_gives_the_schedules_rates_to_the_bit(total):
+    for lr, warmup in ((1.0, 2), (3e-4, 3), (1e-5, 0)):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        schedule = warmup_schedule(optimizer, warmup_steps=warmup, processes=1, total_steps=total)
+        for position in range(10):
+            assert lr * warmup_factor(position, warmup, total) == optimizer.param_groups[0]["lr"], (lr, position)
+            optimizer.step()
+            schedule.step()
 
 
 def test_freezing_names_the_stage_param(base):
@@ -162,6 +173,32 @@ def test_resume_loads_this_runs_checkpoint_and_discards_another_runs(tmp_path, c
     assert resume(accelerator, tmp_path, "run-b", fresh, "rl") == (fresh, False)     # another run's: discarded
     assert "[rl] discarding the checkpoint at step 5" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_checkpoint_of_tied_embeddings_is_saved_quietly_and_loads_them_tied_again(base, tmp_path, caplog):
+    """The tied output head is written once, without Accelerate's "Removed shared tensor" warning (the
+    file is what Accelerate wrote before, when it dropped the copy itself), and comes back tied."""
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from searchr2.sft import MaskedLMLoss
+
+    accelerator = Accelerator(cpu=True)
+    lm = load_model(base)
+    assert lm.lm_head.weight is lm.get_input_embeddings().weight                    # tied
+    model, _ = accelerator.prepare(MaskedLMLoss(lm), make_optimizer(lm, 1e-3, 0.0))
+    with caplog.at_level("WARNING"):
+        path = save_checkpoint(accelerator, tmp_path, {"step": 1, "fingerprint": "f"})
+    assert "Removed shared tensor" not in caplog.text and "shared" not in caplog.text
+    saved = load_file(str(path / "model.safetensors"))
+    assert "lm.lm_head.weight" not in saved and "lm.model.embed_tokens.weight" in saved
+    assert len(saved) == len({id(p) for p in model.state_dict(keep_vars=True).values()})
+    assert not accelerator._save_model_state_pre_hook                               # the hook was removed again
+    original = lm.lm_head.weight.detach().clone()
+    with torch.no_grad():
+        lm.get_input_embeddings().weight.zero_()
+    resume(accelerator, tmp_path, "f", {"step": 0, "fingerprint": "f"}, "sft")
+    assert lm.lm_head.weight is lm.get_input_embeddings().weight and torch.equal(lm.lm_head.weight, original)
 
 
 # ------------------------------------------------------------------------------------------ dvclive
