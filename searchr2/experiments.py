@@ -159,6 +159,12 @@ def run_exp_show(all_commits: bool = False, revs: list[str] | None = None, cwd: 
         cmd.append("-A")
     for rev in revs or []:
         cmd += ["--rev", rev]
+    return _dvc_json(cmd, cwd)
+
+
+def _dvc_json(cmd: list[str], cwd: str | Path):
+    """Run a ``dvc ... --json`` command and return what it printed; a missing dvc, a failure or output
+    that is not JSON is a RuntimeError that names the command."""
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
@@ -166,7 +172,7 @@ def run_exp_show(all_commits: bool = False, revs: list[str] | None = None, cwd: 
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     try:
-        return json.loads(proc.stdout)
+        return json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as e:
         raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON: {proc.stdout[:200]!r}") from e
 
@@ -190,16 +196,7 @@ def load_full_metrics(row: ExpRow, cwd: str | Path = ".") -> dict | None:
 def run_dvc_status(cwd: str | Path = ".") -> dict:
     """Run ``dvc status --json`` in the workspace: ``{stage: [changes]}``, ``{}`` when all is up to date."""
     cmd = ["dvc", "status", "--json"]
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as e:
-        raise RuntimeError("`dvc` is not on PATH: activate the project's environment") from e
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    try:
-        status = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError as e:
-        raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON: {proc.stdout[:200]!r}") from e
+    status = _dvc_json(cmd, cwd)
     if not isinstance(status, dict):
         raise RuntimeError(f"`{' '.join(cmd)}` printed {type(status).__name__}, not a JSON object")
     return status
