@@ -130,11 +130,13 @@ def score_refiner(model, tokenizer, records: list[dict], cfg: RefinerConfig, bat
     return {**accuracy(probs, [r["label"] for r in records], cfg), "seconds": round(time.perf_counter() - start, 2)}
 
 
-def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where: dict[str, Path]) -> dict:
+def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where: dict[str, Path],
+                        refiner: dict[str, dict] | None = None) -> dict:
     """One metrics table from the per-model evaluations: ``{system: {set: scores}}`` in ``systems``'
     order, plus ``refiner: {model: accuracy}``. ``parts[model]`` is what the evaluate stage wrote for
-    that model (its systems and ``refiner``); a listed system missing from its model's part is an
-    :class:`InputError` naming that part's file (``where[model]``)."""
+    that model; ``refiner[model]`` what stage evaluate_refiner wrote (empty: nothing scored, left out).
+    A listed system missing from its model's part is an :class:`InputError` naming that part's file
+    (``where[model]``)."""
     merged = {}
     for system in systems:
         model = system_model(system)
@@ -143,8 +145,8 @@ def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where:
             raise InputError(where[model], f"no results for {system!r}; rerun `dvc repro evaluate@{model}`",
                              field=system)
         merged[system] = part[system]
-    refiner = {model: parts[model]["refiner"] for model in MODEL_NAMES if (parts.get(model) or {}).get("refiner")}
-    return {**merged, "refiner": refiner}
+    scored = {model: (refiner or {}).get(model) for model in MODEL_NAMES}
+    return {**merged, "refiner": {model: acc for model, acc in scored.items() if acc}}
 
 
 #: the Meta-Refiner numbers worth a column in ``dvc exp show`` (the rest stay in results/metrics.json)

@@ -20,6 +20,7 @@ BM25_INDEX = INDEX_DIR / "bm25"                          # stage index_bm25
 DENSE_INDEX = INDEX_DIR / "dense"                        # stage index_dense
 RESULTS = Path("results")
 EVAL_DIR = RESULTS / "eval"                              # per-model evaluations (stages evaluate@<model>)
+REFINER_EVAL_DIR = RESULTS / "refiner"                   # <model>.json: held-out refiner scores (evaluate_refiner@<model>)
 METRICS_JSON = RESULTS / "metrics.json"                  # their merged table, every score (stage metrics)
 SUMMARY_JSON = RESULTS / "summary.json"                  # the headline numbers dvc exp show displays (stage metrics)
 SFT_DATA = Path("data/sft")                              # warm-up data (stage sft_data)

@@ -7,11 +7,9 @@ re-evaluates only `evaluate@rl`. The systems are those of `evaluate.systems` tha
 model: `direct`, `rag` and `agent_base` with the base model, `agent_sft`, `agent_rl`.
 
 Reads the test sets (data/qa/<dataset>/test.jsonl, or dev where a set has no test split), the index of
-`retrieval.method` (data/index/), the model (data/models/<model>) and, to score the Meta-Refiner, the
-held-out labelled trajectories data/sft/refiner_heldout.jsonl. Writes results/eval/<model>/:
-  metrics.json                          EM, F1 and cover-EM ×100 per set and on average, per system,
-                                        and (for an agent system) the model's Meta-Refiner accuracy on
-                                        the held-out labelled trajectories of stage sft_data
+`retrieval.method` (data/index/) and the model (data/models/<model>); not the warm-up data (the
+model's Meta-Refiner is scored by stage `evaluate_refiner@<model>`). Writes results/eval/<model>/:
+  metrics.json                          EM, F1 and cover-EM ×100 per set and on average, per system
   timing.json                           throughput per system
   predictions/<system>/<dataset>.jsonl  one row per question
 Stage `metrics` merges the models' files into results/metrics.json.
@@ -20,29 +18,25 @@ from pathlib import Path
 
 from searchr2.baselines import answer_direct, answer_rag
 from searchr2.data import load_eval_set
-from searchr2.evaluation import greedy, load_labelled_meta_prompts, run_system, score_refiner, system_model
+from searchr2.evaluation import greedy, run_system, system_model
 from searchr2.io import atomic_dir, write_json, write_jsonl
 from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
-from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, SFT_REFINER_HELDOUT, model_dir
+from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, model_dir
 from searchr2.retrieval import load_retriever
 from searchr2.rollout import rollout
 from searchr2.stage import run_stage, stage_parser
 
 
-def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict, dict | None]:
-    """Answer every eval set with each system (predictions written under ``out``) and, for an agent
-    system, score the model's Meta-Refiner on the held-out labelled trajectories."""
+def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict]:
+    """Answer every eval set with each system (predictions written under ``out``); (metrics, timing)."""
     cfg = greedy(p.rollout)
     sets = {name: load_eval_set(QA_DIR, name, p.evaluate.max_questions) for name in p.data.test_sets}
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
     path = model_dir(model_name)
     model, tok = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device)), load_tokenizer(path)
-    metrics, timing, refiner = {}, {}, None
+    metrics, timing = {}, {}
     for system in systems:
-        if system.startswith("agent_") and (heldout := load_labelled_meta_prompts(SFT_REFINER_HELDOUT)):
-            refiner = score_refiner(model, tok, heldout, p.refiner, p.refiner.batch_size)
-            print(f"[evaluate] refiner accuracy of {model_name}: {refiner}")
         answer = {
             "direct": lambda qs: answer_direct(model, tok, qs, cfg),
             "rag": lambda qs: answer_rag(model, tok, retriever, qs, cfg),
@@ -50,7 +44,7 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
         rows, metrics[system], timing[system] = run_system(answer, sets, tok, p.evaluate.chunk_size, system)
         for name, set_rows in rows.items():
             write_jsonl(out / "predictions" / system / f"{name}.jsonl", set_rows)
-    return metrics, timing, refiner
+    return metrics, timing
 
 
 def main(model_name: str):
@@ -59,8 +53,8 @@ def main(model_name: str):
     if not systems:
         print(f"[evaluate] evaluate.systems names no system of the {model_name} model; nothing to score")
     with atomic_dir(EVAL_DIR / model_name) as out:
-        metrics, timing, refiner = score(p, model_name, systems, Path(out)) if systems else ({}, {}, None)
-        write_json(Path(out) / "metrics.json", {**metrics, **({"refiner": refiner} if refiner else {})})
+        metrics, timing = score(p, model_name, systems, Path(out)) if systems else ({}, {})
+        write_json(Path(out) / "metrics.json", metrics)
         write_json(Path(out) / "timing.json", timing)
 
 

@@ -23,6 +23,7 @@ from conftest import ENV, ROOT
 #: rejects (a new entry point with required arguments adds its own here)
 REQUIRED = {
     "stages.evaluate": ["rl"],
+    "stages.evaluate_refiner": ["rl"],
     "searchr2.profile": ["configs/smoke.yaml"],
     "searchr2.curves": ["results/rl", "out.png"],
     "searchr2.jvm": ["json.tool"],

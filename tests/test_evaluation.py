@@ -103,10 +103,10 @@ def test_systems_map_to_the_model_whose_stage_evaluates_them():
 
 def test_merge_model_results_orders_systems_and_names_a_missing_part(tmp_path):
     scores = {"nq": {"em": 10.0}, "avg": {"em": 10.0}}
-    parts = {"base": {"direct": scores, "agent_base": scores, "refiner": {"exact": 0.1}},
-             "sft": {}, "rl": {"agent_rl": scores, "refiner": {"exact": 0.5}}}
+    parts = {"base": {"direct": scores, "agent_base": scores}, "sft": {}, "rl": {"agent_rl": scores}}
     where = {m: tmp_path / m / "metrics.json" for m in parts}
-    merged = merge_model_results(parts, ("agent_rl", "direct"), where)
+    refiner = {"base": {"exact": 0.1}, "sft": {}, "rl": {"exact": 0.5}}          # sft: nothing was scored
+    merged = merge_model_results(parts, ("agent_rl", "direct"), where, refiner)
     assert list(merged) == ["agent_rl", "direct", "refiner"]          # the params' order, then the refiner
     assert merged["refiner"] == {"base": {"exact": 0.1}, "rl": {"exact": 0.5}}
     with pytest.raises(InputError, match=r"sft/metrics.json: field 'agent_sft': no results .*evaluate@sft"):

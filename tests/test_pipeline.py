@@ -79,7 +79,8 @@ def _bad_params_lose_nothing(repo):
         run(["dvc", "checkout"], repo)                 # brings back the params stamp
         assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}, (name, dotted)
         checked.append(name)
-    assert {"world", "model", "index_dense", "sft_data", "sft", "rl", "evaluate", "metrics", "report"} <= set(checked)
+    assert {"world", "model", "index_dense", "sft_data", "sft", "rl", "evaluate", "evaluate_refiner", "metrics",
+            "report"} <= set(checked)
 
 
 def _set(params, old, new):
@@ -94,7 +95,8 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     run([sys.executable, "-m", "searchr2.profile", "configs/smoke.yaml"], repo)
     proc = run(["dvc", "repro"], repo)
     for stage in ("params", "world", "model", "index_bm25", "index_dense", "sft_data", "sft", "rl", "evaluate@base",
-                  "evaluate@sft", "evaluate@rl", "metrics", "report"):
+                  "evaluate@sft", "evaluate@rl", "evaluate_refiner@base", "evaluate_refiner@sft",
+                  "evaluate_refiner@rl", "metrics", "report"):
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
 
     # outputs: the seven eval sets, the train split, the corpus, the model, both indexes
@@ -142,7 +144,8 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     proc = run(["dvc", "exp", "run", "--temp", "-S", "rl.refiner_weight=0.5"], repo)   # outside the workspace
     ran = [l for l in proc.stdout.splitlines() if l.startswith("Running stage")]
     assert ran[:2] == ["Running stage 'params':", "Running stage 'rl':"] and set(ran) <= {
-        "Running stage 'params':", "Running stage 'rl':", "Running stage 'evaluate@rl':", "Running stage 'metrics':",
+        "Running stage 'params':", "Running stage 'rl':", "Running stage 'evaluate@rl':",
+        "Running stage 'evaluate_refiner@rl':", "Running stage 'metrics':",
         "Running stage 'report':"}, ran
     assert "Running stage" not in run(["dvc", "repro"], repo).stdout     # the workspace run is untouched
 
@@ -178,6 +181,7 @@ def test_smoke_profile_through_dvc_repro(repo_copy):
     proc = run(["dvc", "repro"], repo)
     assert sorted(l for l in proc.stdout.splitlines() if l.startswith("Running stage")) == sorted(
         f"Running stage '{s}':" for s in ("params", "sft_data", "sft", "rl", "evaluate@base", "evaluate@sft", "evaluate@rl",
+                                          "evaluate_refiner@base", "evaluate_refiner@sft", "evaluate_refiner@rl",
                                           "metrics", "report"))
     # an index param rebuilds only its index (and what reads it)
     _set(params, "index_type: flat", "index_type: hnsw")

@@ -111,20 +111,26 @@ def test_metrics_stage_merges_the_models_evaluations_and_names_a_missing_one(rep
 
     def part(model, systems, refiner=None):
         (ev / model).mkdir(parents=True, exist_ok=True)
-        (ev / model / "metrics.json").write_text(json.dumps({**{s: scores for s in systems},
-                                                             **({"refiner": refiner} if refiner else {})}))
+        (ev / model / "metrics.json").write_text(json.dumps({s: scores for s in systems}))
         (ev / model / "timing.json").write_text(json.dumps({s: {"seconds": 1.0} for s in systems}))
+        if refiner is not None:                              # what stage evaluate_refiner@<model> writes
+            (repo_copy / "results/refiner").mkdir(parents=True, exist_ok=True)
+            (repo_copy / "results/refiner" / f"{model}.json").write_text(json.dumps(refiner))
 
     before = (repo_copy / "results/metrics.json").read_text()
     part("base", ["direct", "rag", "agent_base"], {"exact": 0.1})
     part("rl", ["agent_rl"], {"exact": 0.5})
     proc = run([sys.executable, "-m", "stages.metrics"], repo_copy, check=False)
     assert proc.returncode == 2 and "results/eval/sft/metrics.json: missing; run `dvc repro evaluate@sft`" in proc.stderr
-    part("sft", [])                       # evaluated, but not the system the params list
+    part("sft", [], {})                   # evaluated, but not the system the params list; no refiner examples
     proc = run([sys.executable, "-m", "stages.metrics"], repo_copy, check=False)
     assert proc.returncode == 2 and "results/eval/sft/metrics.json: field 'agent_sft': no results" in proc.stderr
     assert (repo_copy / "results/metrics.json").read_text() == before       # nothing half-merged
+    (repo_copy / "results/refiner/rl.json").unlink()
     part("sft", ["agent_sft"], {"exact": 0.3})
+    proc = run([sys.executable, "-m", "stages.metrics"], repo_copy, check=False)
+    assert proc.returncode == 2 and "results/refiner/rl.json: missing; run `dvc repro evaluate_refiner@rl`" in proc.stderr
+    part("rl", ["agent_rl"], {"exact": 0.5})
     run([sys.executable, "-m", "stages.metrics"], repo_copy)
     merged = json.loads((repo_copy / "results/metrics.json").read_text())
     assert set(merged) == {"profile", "world", "direct", "rag", "agent_base", "agent_sft", "agent_rl", "refiner"}
