@@ -1,29 +1,57 @@
 """The passage corpus: its line format, its title convention, and the one reader that validates it.
 
-A corpus is jsonl with one passage a line, ``{"id": "<str>", "contents": "\\"Title\\"\\ntext"}``,
-the layout of the wiki-18 DPR dump that Search-R1 (arXiv 2503.09516) indexes and the paper
-(arXiv 2602.03647) searches. Everything that reads or writes such a file goes through here:
+The pipeline's corpus is jsonl with one passage a line, ``{"id": "<str>", "contents": "\\"Title\\"\\ntext"}``:
+the layout of the wiki-18 dump (DPR's 2018 Wikipedia cut into 100-word passages) that Search-R1
+(arXiv 2503.09516) and FlashRAG distribute and index, and that the paper (arXiv 2602.03647)
+searches. Everything that reads or writes such a file goes through here:
 
-* the world stage writes it (:func:`format_contents`, :func:`passage_line`; :mod:`searchr2.world`
-  for the embedded profile, :func:`searchr2.data.prepare_real_data` for wiki-18);
+* the world stage writes it (:func:`format_contents`, :func:`passage_line`): :mod:`searchr2.world`
+  generates it for the embedded profile, :func:`searchr2.data.prepare_real_data` copies wiki-18
+  through :func:`iter_source_passages` for the paper profiles;
 * the index builders copy it into their docstore (:func:`iter_passages`, via
   :func:`searchr2.docstore.copy_corpus`) and split each hit into title and text
   (:func:`parse_contents`);
 * the tiny model's tokenizer is trained on its texts (:func:`corpus_texts`).
 
-One reader streams the file a line at a time (``.gz`` inflated), so the 21M-passage wiki-18 never
-sits in memory. Two rules check a line, because two kinds of file are read:
+**The title convention.** In ``contents`` the title is the first line and the text is everything
+after the first newline; this is how Search-R1's and FlashRAG's retrieval code split a passage
+(``contents.split("\\n")[0]`` and the rest). The published wiki-18 file writes the title line
+in double quotes when the title holds a space or punctuation (``"\\"Evan Morris\\"\\nEvan
+L. Morris ..."``), bare otherwise (``"Absalon\\nAbsalon (1128 - 1201) was ..."``, about one line in
+eight). Both spellings mean the same title, so :func:`parse_contents` removes one pair of surrounding
+double quotes when both are present and returns the same ``(title, text)`` for either. The pipeline
+writes one canonical form, the quoted one (:func:`format_contents`), so the copy made from a source
+file spells every title the same way.
 
-* a **wiki-18 source file** (:func:`iter_source_passages`): ``id`` a string or an integer
-  (converted to a string), ``contents`` opening with a quoted title line;
-* the **pipeline's corpus** (:func:`iter_passages`), which the world stage wrote: ``id`` a
-  non-empty string, ``contents`` a non-blank string.
+**Source files** (:func:`iter_source_passages`, the ``data.corpus_path`` a paper profile's world
+stage copies) come in either of two layouts and are normalised to the canonical ``contents``:
 
-Both reject a repeated id at the line that repeats it, naming the line of its first use. Ids
-written as canonical decimal integers (all of wiki-18's, and the embedded world's) are remembered
-in a bitmap (about 2.6 MB for 21M ids) rather than as Python strings (about 1.5 GB); any other id
-falls back to a set. A bad line is an :class:`~searchr2.io.InputError` naming the file, the line
-and the field.
+* ``{"id", "contents"}``, wiki-18's: ``contents`` must hold a title line, a newline, and a
+  non-blank text. A ``contents`` without any newline is refused rather than read as a passage with
+  an empty title: Search-R1 and FlashRAG would read that whole string as the *title* and give the
+  passage no text, while reading it as a text with no title would silently disagree with them; such
+  a file is more likely a corpus of bare texts, which belongs in the second layout. An empty
+  first line (``"\\ntext"``) is a title that is present but empty, and is accepted.
+* ``{"id", "title", "text"}``, the columns of DPR's passage file, kept by corpora converted from
+  it: ``title`` a string (may be empty; one line), ``text`` a non-blank string; ``contents``
+  becomes ``format_contents(title, text)``.
+
+A line carrying ``contents`` together with ``title`` and/or ``text`` is accepted only when they say
+the same thing (``title`` equal to the title line, ``text`` equal to the text, surrounding white space
+aside); ``contents`` is then used. If they differ, or if a line has neither ``contents`` nor
+``title``/``text``, the line is refused. ``id`` is a string or an integer (converted to a string).
+Extra keys are dropped. Titles and texts lose surrounding white space.
+
+**The pipeline's corpus** (:func:`iter_passages`), which only the world stage writes, is checked
+for what the index builders rely on: ``id`` a non-empty string, ``contents`` a non-blank string.
+
+**Reading.** One reader streams the file a line at a time (gzip inflated, a UTF-8 byte-order mark
+skipped; :func:`searchr2.io.open_text`), so the 21M-passage wiki-18 never sits in memory. Both rules
+reject a repeated id at the line that repeats it, naming the line of its first use. The set of ids
+seen is the one thing that grows with the corpus: ids written as canonical decimal integers (all of
+wiki-18's, and the embedded world's) are remembered in a bitmap (about 2.6 MB for 21M ids) rather
+than as Python strings (about 1.5 GB); any other id falls back to a set. A bad line is an
+:class:`~searchr2.io.InputError` naming the file, the line and the field.
 """
 from __future__ import annotations
 
@@ -35,7 +63,7 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-from searchr2.io import InputError, open_text, parse_jsonl_line, require_field, require_id
+from searchr2.io import InputError, open_text, parse_jsonl_line, require_field, require_id, text_lines
 
 # Integer ids below this bound go into the duplicate bitmap (2**28 bits = 32 MiB at most);
 # larger ones, and ids that are not canonical integers, go into a set.
@@ -49,7 +77,14 @@ _PROGRESS_EVERY = 4096
 # ---------------------------------------------------------------------------------------------
 
 def format_contents(title: str, text: str) -> str:
-    """A passage's ``contents`` in the wiki-18 convention: the title in double quotes, a newline, the text."""
+    """A passage's canonical ``contents``: the title in double quotes, a newline, the text.
+
+    The title must be one line (a newline in it would move the boundary :func:`parse_contents`
+    finds). For a title and text without surrounding white space,
+    ``parse_contents(format_contents(title, text)) == (title, text)``.
+    """
+    if "\n" in title:
+        raise ValueError(f"a passage title must be one line, got {title!r}")
     return f'"{title}"\n{text}'
 
 
@@ -62,17 +97,14 @@ def _is_quoted(title_line: str) -> bool:
     return len(title_line) >= 2 and title_line[0] == '"' and title_line[-1] == '"'
 
 
-def has_quoted_title(contents: str) -> bool:
-    """Does ``contents`` open with a title line in double quotes, followed by a newline (as wiki-18's do)?"""
-    title_line, newline, _ = contents.partition("\n")
-    return bool(newline) and _is_quoted(title_line)
-
-
 def parse_contents(contents: str) -> tuple[str, str]:
-    """Split a wiki-18 style ``contents`` into ``(title, text)``.
+    """Split a ``contents`` into ``(title, text)``: the first line, and everything after it.
 
-    The title is the first line with its surrounding double quotes removed; the text is the rest.
-    A passage with no newline has an empty title and the whole string as its text.
+    The title loses one pair of surrounding double quotes when it has them, so wiki-18's quoted
+    (``"\\"Evan Morris\\"\\n..."``) and bare (``"Absalon\\n..."``) title lines give the same result;
+    both parts lose surrounding white space. This splitter is total, for reading hits from a
+    corpus already validated: a string with no newline comes back as ``("", contents)``. Whether
+    such a passage is acceptable is the readers' decision (:func:`iter_source_passages` refuses it).
     """
     title, sep, text = contents.partition("\n")
     if not sep:
@@ -120,7 +152,7 @@ def _corpus_lines(path: Path, progress: tqdm | None) -> Iterator[tuple[int, dict
     with open_text(path) as f:
         raw = f.buffer.fileobj if isinstance(f.buffer, gzip.GzipFile) else f.buffer
         done = 0
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in text_lines(f, path):
             if progress is not None and lineno % _PROGRESS_EVERY == 0:
                 pos = raw.tell()
                 progress.update(pos - done)
@@ -135,14 +167,44 @@ def _corpus_lines(path: Path, progress: tqdm | None) -> Iterator[tuple[int, dict
 _Check = Callable[[dict, Path, int], tuple[str, str]]
 
 
+def _source_contents(record: dict, path: Path, line: int) -> str:
+    """The canonical ``contents`` of one source line, in either layout (see the module docstring)."""
+    has_title, has_text = "title" in record, "text" in record
+    if "contents" in record:
+        contents = require_field(record, "contents", str, path, line)
+        if "\n" not in contents:
+            raise InputError(path, "has no title line: expected the title, a newline, then the text "
+                             """(as in wiki-18: "\\"Title\\"\\ntext"); a corpus of bare texts needs 'title' """
+                             "and 'text' fields instead", line=line, field="contents")
+        title, text = parse_contents(contents)
+        if not text:
+            raise InputError(path, "has a title line but no text", line=line, field="contents")
+        # title/text beside contents: accepted only when they repeat what contents holds.
+        if has_title:
+            given = require_field(record, "title", str, path, line, nonempty=False).strip()
+            if given not in (title, contents.partition("\n")[0].strip()):
+                raise InputError(path, f"{given!r} differs from the title line of 'contents' ({title!r}); "
+                                 "give either 'contents' or 'title' and 'text'", line=line, field="title")
+        if has_text and require_field(record, "text", str, path, line, nonempty=False).strip() != text:
+            raise InputError(path, "differs from the text in 'contents' (after its title line); "
+                             "give either 'contents' or 'title' and 'text'", line=line, field="text")
+    elif has_title or has_text:
+        title = require_field(record, "title", str, path, line, nonempty=False).strip()
+        text = require_field(record, "text", str, path, line).strip()
+        if "\n" in title:
+            raise InputError(path, "spans several lines; a title is one line", line=line, field="title")
+        if not text:
+            raise InputError(path, "is blank", line=line, field="text")
+    else:
+        raise InputError(path, "missing: a passage needs 'contents' (title line, newline, text), "
+                         "or 'title' and 'text'", line=line, field="contents")
+    return format_contents(title, text)
+
+
 def _source_passage(record: dict, path: Path, line: int) -> tuple[str, str]:
-    """The wiki-18 source rule: ``id`` str or int, ``contents`` opening with a quoted title line."""
+    """The source rule: ``id`` str or int; ``contents`` or ``title``/``text``, made canonical."""
     pid = require_id(record, path, line)
-    contents = require_field(record, "contents", str, path, line)
-    if not has_quoted_title(contents):
-        raise InputError(path, 'must start with a quoted title line, as in "\\"Title\\"\\ntext"',
-                         line=line, field="contents")
-    return pid, contents
+    return pid, _source_contents(record, path, line)
 
 
 def _pipeline_passage(record: dict, path: Path, line: int) -> tuple[str, str]:
@@ -169,12 +231,14 @@ def _passages(path: str | os.PathLike, check: _Check, progress: tqdm | None) -> 
 
 
 def iter_source_passages(path: str | os.PathLike, progress: tqdm | None = None) -> Iterator[dict]:
-    """Stream the validated passages ``{"id": str, "contents": str}`` of a wiki-18 jsonl(.gz).
+    """Stream the validated passages of a wiki-18 style source jsonl(.gz) as ``{"id": str, "contents": str}``.
 
-    Each passage needs an ``id`` (string, or integer converted to string), and ``contents`` holding
-    a quoted title line, a newline, then the text. Extra keys are dropped. Blank lines are skipped.
-    A malformed line or a repeated id raises :class:`InputError` with the file and line.
-    ``progress``, a byte-counting tqdm bar (see :func:`byte_progress`), is advanced as the file is read.
+    Lines are ``{"id", "contents"}`` (the title line quoted or bare) or ``{"id", "title", "text"}``;
+    ``contents`` comes out in the canonical form, title quoted (:func:`format_contents`), whichever
+    the source used; the module docstring gives the rules. Integer ids become strings, extra keys
+    are dropped, blank lines are skipped. A malformed line or a repeated id raises :class:`InputError`
+    with the file, the line and the field. ``progress``, a byte-counting tqdm bar (see
+    :func:`byte_progress`), is advanced as the file is read.
     """
     for _, pid, contents in _passages(path, _source_passage, progress):
         yield {"id": pid, "contents": contents}
@@ -201,5 +265,5 @@ def byte_progress(path: str | os.PathLike, desc: str) -> tqdm:
     return tqdm(total=path.stat().st_size if path.is_file() else None, desc=desc, unit="B", unit_scale=True)
 
 
-__all__ = ["byte_progress", "corpus_texts", "format_contents", "has_quoted_title", "iter_passages",
-           "iter_source_passages", "parse_contents", "passage_line"]
+__all__ = ["byte_progress", "corpus_texts", "format_contents", "iter_passages", "iter_source_passages",
+           "parse_contents", "passage_line"]

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -32,14 +33,45 @@ class InputError(ValueError):
         super().__init__(f"{where}: {what}")
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_text(path: str | os.PathLike) -> Any:
-    """Open a text file for reading, transparently decompressing ``.gz``."""
+    """Open a UTF-8 text file for reading, inflating gzip on the fly; a byte-order mark is skipped.
+
+    A file is read as gzip when its name ends in ``.gz`` or when its first two bytes are gzip's
+    magic number (a download saved without the suffix). Some exporters put a UTF-8 byte-order mark
+    (BOM) before the first line; ``utf-8-sig`` drops it there and nowhere else, so the first record
+    of such a file parses like the others. Iterate the lines with :func:`text_lines` to get
+    decoding and decompression failures as :class:`InputError`.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
+    gz = path.suffix == ".gz"
+    if not gz and path.is_file():
+        with open(path, "rb") as f:
+            gz = f.read(2) == _GZIP_MAGIC
+    if gz:
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, "r", encoding="utf-8-sig")
+
+
+def text_lines(f: Any, path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line_number, line)`` for each line of ``f`` (from :func:`open_text`), numbered from 1.
+
+    Bytes that are not UTF-8, and a gzip stream that is corrupt or cut short (an interrupted
+    download), raise :class:`InputError` naming the file and the last line read intact. The text is
+    decoded in blocks, so the bad byte lies somewhere after that line rather than exactly on the next.
+    """
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, start=1):
+            yield lineno, line
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e.reason}) after line {lineno}") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(path, f"gzip data corrupt or cut short after line {lineno} ({e})") from None
 
 
 def sha256_file(path: str | os.PathLike, h: Any = None) -> str:
@@ -58,10 +90,11 @@ def sha256_file(path: str | os.PathLike, h: Any = None) -> str:
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Stream ``(line_number, record)`` from a jsonl(.gz) file, one line at a time.
 
-    Blank lines are skipped. A line that is not a JSON object raises :class:`InputError`.
+    Blank lines are skipped and a leading byte-order mark is ignored (see :func:`open_text`). A line
+    that is not a JSON object, or a file that is not UTF-8 or not intact gzip, raises :class:`InputError`.
     """
     with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in text_lines(f, path):
             record = parse_jsonl_line(line, path, lineno)
             if record is not None:
                 yield lineno, record

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from searchr2.io import (InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id, sha256_file,
-                         write_jsonl)
+from searchr2.io import (InputError, atomic_dir, atomic_file, open_text, read_jsonl, require_field, require_id,
+                         sha256_file, write_jsonl)
 
 
 def test_read_jsonl_locates_bad_json(tmp_path):
@@ -84,3 +84,31 @@ def test_sha256_file_hashes_in_blocks_and_can_extend_a_hash(tmp_path):
     h = hashlib.sha256(b"prefix")
     sha256_file(a, h)
     assert sha256_file(b, h) == hashlib.sha256(b"prefix" + a.read_bytes() + b"second").hexdigest()
+
+
+@pytest.mark.parametrize("name", ["x.jsonl", "x.jsonl.gz"])
+def test_read_jsonl_skips_a_byte_order_mark_only_at_the_start(tmp_path, name):
+    p = tmp_path / name
+    data = '\ufeff{"a": 1}\n{"b": "\ufeffinside"}\n'.encode("utf-8")
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert list(read_jsonl(p)) == [(1, {"a": 1}), (2, {"b": "\ufeffinside"})]
+
+
+def test_open_text_recognises_gzip_without_the_suffix(tmp_path):
+    p = tmp_path / "saved_without_suffix.jsonl"
+    p.write_bytes(gzip.compress(b'{"a": 1}\n'))
+    assert list(read_jsonl(p)) == [(1, {"a": 1})]
+    with open_text(p) as f:
+        assert f.read() == '{"a": 1}\n'
+
+
+def test_read_jsonl_names_undecodable_and_damaged_files(tmp_path):
+    p = tmp_path / "latin1.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(InputError, match=r"latin1\.jsonl: not UTF-8 text \(invalid continuation byte\) after line 0"):
+        list(read_jsonl(p))     # decoded in blocks: the bad byte lies after the last line read intact
+    whole = gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(1000)))
+    for name, data in (("cut.jsonl.gz", whole[: len(whole) // 2]), ("plain.jsonl.gz", b'{"a": 1}\n')):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError, match=rf"{name}: gzip data corrupt or cut short after line \d+"):
+            list(read_jsonl(tmp_path / name))
