@@ -24,16 +24,35 @@ Two sources of QA sets are supported (``DataConfig.source``):
 
 ``local``
     A directory with the same layout as the hub repository, so a plain download of
-    ``RUC-NLPIR/FlashRAG_datasets`` works as is. For every ``<dataset>`` and ``<split>`` exactly
-    one of these forms must be present (several at once is refused as ambiguous)::
+    ``RUC-NLPIR/FlashRAG_datasets`` works as is, or holding Search-R1's merged files (below). For
+    every ``<dataset>`` and ``<split>`` exactly one of these forms must be present (several at once,
+    a merged root file included, is refused as ambiguous)::
 
         <local_dir>/<dataset>/<split>.jsonl          FlashRAG's own files
         <local_dir>/<dataset>/<split>.jsonl.gz       the same, compressed
         <local_dir>/<dataset>/<split>.parquet        one parquet file
         <local_dir>/<dataset>/<split>-*.parquet      parquet shards, read in name order
         <local_dir>/<dataset>/<split>/*.parquet      the hub's parquet conversion layout
+        <local_dir>/<split>.parquet                  a merged file: rows go to the dataset their
+        <local_dir>/<split>-*.parquet                  ``data_source`` names (a ``searchR1_`` tag
+        <local_dir>/<split>.jsonl[.gz]                 removed); one form of these at most
 
-    Errors in parquet files use the 1-based row index within the file as the "line".
+    So a download of Search-R1's data (``train.parquet`` with NQ and HotpotQA, ``test.parquet`` with
+    the seven benchmarks; Jin et al., arXiv 2503.09516) is pointed at as is, and its per-benchmark
+    outputs (``scripts/data_process/nq_search.py``) go in a dataset's folder or at the root alike.
+    A root file counts for a dataset only if some row names it, so datasets missing from it (a
+    dev-only set in its own folder, say) are still found in their folders. Note that Search-R1's
+    merged ``test.parquet`` holds each benchmark's FlashRAG test split where public and its dev
+    split otherwise, all under the name ``test``; read from it, every benchmark's evaluation split
+    is ``test``.
+
+    Each file's schema, FlashRAG or Search-R1/verl (``data_source``, ``prompt``, ``reward_model``,
+    ``extra_info``...), is detected from its columns; :mod:`searchr2.qa_formats` describes how
+    questions, answers and ids are found in the latter and what ambiguities fail. Errors in
+    parquet files use the 1-based row index within the file as the "line".
+
+:func:`load_qa_split` reports per source file what it detected, read, kept, dropped and why
+(:class:`~searchr2.qa_formats.SourceStats`), and :func:`prepare_real_data` puts these in its manifest.
 
 The corpus always comes from a local wiki-18 jsonl or jsonl.gz (21M passages, about 14 GB): it
 is streamed one line at a time through :func:`searchr2.corpus.iter_source_passages`, which
@@ -48,13 +67,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from tqdm import tqdm
 
 from searchr2.corpus import byte_progress, iter_source_passages, passage_line
 from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id
 from searchr2.params import check_types
+from searchr2.qa_formats import SourceStats, convert_rows, dataset_of
 
 #: The seven evaluation benchmarks of the paper, in the order of its tables.
 PAPER_TEST_SETS = ("nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique", "bamboogle")
@@ -98,7 +118,8 @@ class DataConfig:
     hub_dataset: str = "RUC-NLPIR/FlashRAG_datasets"
     # Git revision (branch, tag or commit) of hub_dataset to pin for reproducibility; None = main.
     hub_revision: str | None = None
-    # Directory with <dataset>/<split>.jsonl (or .jsonl.gz / .parquet forms); required for local.
+    # Directory with <dataset>/<split>.jsonl (or .jsonl.gz / .parquet forms, or merged <split>.parquet
+    # files split by data_source); required for local.
     local_dir: str | None = None
     # wiki-18 corpus file, jsonl or jsonl.gz with {"id", "contents"} lines; required for hub/local.
     corpus_path: str | None = None
@@ -143,9 +164,10 @@ def validate_qa_record(record: Any, path: str | os.PathLike, line: int | None) -
     """Check one FlashRAG QA record and return it normalised.
 
     Normal form: ``id`` a string (ints converted), ``question`` stripped and non-empty,
-    ``golden_answers`` a non-empty list of stripped non-empty strings, ``metadata`` a dict
-    (``{}`` when absent or null). Other keys are dropped, so every record downstream has exactly
-    these four. Anything else raises :class:`InputError` naming ``path``, ``line`` and the field.
+    ``golden_answers`` a non-empty list of stripped non-empty strings (one string is taken as a
+    one-answer list), ``metadata`` a dict (``{}`` when absent or null). Other keys are dropped, so
+    every record downstream has exactly these four. Anything else raises :class:`InputError`
+    naming ``path``, ``line`` and the field.
     """
     if not isinstance(record, dict):
         raise InputError(path, f"expected a JSON object, got {type(record).__name__}", line=line)
@@ -153,7 +175,11 @@ def validate_qa_record(record: Any, path: str | os.PathLike, line: int | None) -
     question = require_field(record, "question", str, path, line).strip()
     if not question:
         raise InputError(path, "is blank", line=line, field="question")
-    answers = require_field(record, "golden_answers", (list, tuple), path, line)
+    answers = require_field(record, "golden_answers", (list, tuple, str), path, line)
+    if isinstance(answers, str):
+        if not answers.strip():
+            raise InputError(path, "is blank", line=line, field="golden_answers")
+        answers = [answers]
     golden = []
     for i, answer in enumerate(answers):
         if not isinstance(answer, str):
@@ -239,54 +265,152 @@ def _local_root(cfg: DataConfig) -> Path:
     return root
 
 
+class _LocalSplit(NamedTuple):
+    """The file(s) of one dataset/split under ``data.local_dir``; ``merged``: root files holding
+    several datasets, whose rows are assigned by ``data_source``."""
+
+    files: list[Path]
+    merged: bool
+
+
 def _local_candidates(root: Path, dataset: str, split: str) -> list[str]:
     """The accepted spellings of one split's file(s), for error messages."""
     d = root / dataset
     return [str(d / f"{split}.jsonl"), str(d / f"{split}.jsonl.gz"), str(d / f"{split}.parquet"),
-            str(d / f"{split}-*.parquet"), str(d / split / "*.parquet")]
+            str(d / f"{split}-*.parquet"), str(d / split / "*.parquet"),
+            f"{root / split}.parquet, {root / split}-*.parquet, {root / split}.jsonl or {root / split}.jsonl.gz "
+            f"with rows whose data_source is {dataset!r}"]
 
 
-def _local_files(root: Path, dataset: str, split: str) -> list[Path] | None:
-    """The file(s) holding ``dataset``/``split`` under ``root``, or None if there are none."""
-    d = root / dataset
-    forms = [
+def _dataset_forms(d: Path, split: str) -> list[list[Path]]:
+    """The forms of ``split`` inside a dataset's folder ``d`` (empty lists for absent ones)."""
+    return [
         [d / f"{split}.jsonl"] if (d / f"{split}.jsonl").is_file() else [],
         [d / f"{split}.jsonl.gz"] if (d / f"{split}.jsonl.gz").is_file() else [],
         [d / f"{split}.parquet"] if (d / f"{split}.parquet").is_file() else [],
         sorted(p for p in d.glob(f"{split}-*.parquet") if p.is_file()) if d.is_dir() else [],
         sorted(p for p in (d / split).glob("*.parquet") if p.is_file()) if (d / split).is_dir() else [],
     ]
-    present = [files for files in forms if files]
+
+
+def _root_forms(root: Path, split: str) -> list[list[Path]]:
+    """The merged forms of ``split`` at the root of ``data.local_dir`` (Search-R1's train/test files)."""
+    return [
+        [root / f"{split}.jsonl"] if (root / f"{split}.jsonl").is_file() else [],
+        [root / f"{split}.jsonl.gz"] if (root / f"{split}.jsonl.gz").is_file() else [],
+        [root / f"{split}.parquet"] if (root / f"{split}.parquet").is_file() else [],
+        sorted(p for p in root.glob(f"{split}-*.parquet") if p.is_file()),
+    ]
+
+
+def _describe(files: list[Path]) -> str:
+    return str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+
+
+def _local_files(root: Path, dataset: str, split: str) -> _LocalSplit | None:
+    """The file(s) holding ``dataset``/``split`` under ``root``, or None if there are none.
+
+    A root file counts for ``dataset`` only when some row's ``data_source`` names it. Several
+    forms for the same dataset/split (including a dataset file and a merged root file) are refused.
+    """
+    d = root / dataset
+    present = [_LocalSplit(files, False) for files in _dataset_forms(d, split) if files]
+    merged = [files for files in _root_forms(root, split) if files]
+    if len(merged) > 1:
+        raise InputError(root, f"split {split!r} is present at the root in several forms "
+                         f"({', '.join(_describe(f) for f in merged)}); keep only one")
+    if merged and dataset in _merged_datasets(merged[0]):
+        present.append(_LocalSplit(merged[0], True))
     if not present:
         return None
     if len(present) > 1:
-        listed = ", ".join(str(f[0]) if len(f) == 1 else f"{f[0]} (+{len(f) - 1} more)" for f in present)
+        listed = ", ".join(_describe(p.files) + (f" (rows with data_source {dataset!r})" if p.merged else "")
+                           for p in present)
         raise InputError(d, f"split {split!r} is present in several forms ({listed}); keep only one")
     return present[0]
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[str, int, Any]]:
-    """Stream a parquet file's rows as plain Python dicts (lists stay lists, structs dicts)."""
+_MERGED_CACHE: dict[tuple[str, int, int], frozenset] = {}
+
+
+def _merged_datasets(files: list[Path]) -> frozenset:
+    """The datasets (:func:`~searchr2.qa_formats.dataset_of` each ``data_source``) that root files hold;
+    remembered per file size and mtime, since every dataset asks again."""
+    names: set[str] = set()
+    for path in files:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _MERGED_CACHE:
+            _MERGED_CACHE[key] = _scan_data_sources(path)
+        names |= _MERGED_CACHE[key]
+    return frozenset(names)
+
+
+def _scan_data_sources(path: Path) -> frozenset:
+    """The datasets named by a merged file's ``data_source`` values (only that column of a parquet is read)."""
+    why = ("a file at the root of data.local_dir holds several datasets told apart by data_source (as "
+           "Search-R1's merged train/test files do)")
+    if path.name.endswith(".parquet"):
+        pf = _open_parquet(path)
+        if "data_source" not in pf.schema_arrow.names:
+            raise InputError(path, f"missing: {why}; this file has no such column (put a single dataset's "
+                             "file at <local_dir>/<dataset>/<split>.parquet instead)", field="data_source")
+        values = enumerate(pf.read(columns=["data_source"]).column(0).to_pylist(), start=1)
+    else:
+        values = ((line, record.get("data_source")) for line, record in read_jsonl(path))
+    names = set()
+    for line, value in values:
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(path, f"expected a non-blank str, got {value!r}: {why}", line=line, field="data_source")
+        names.add(dataset_of(value))
+    return frozenset(names)
+
+
+def _open_parquet(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for unreadable files
         raise InputError(path, f"not a readable parquet file ({e})") from None
-    row = 0
-    for batch in pf.iter_batches(batch_size=4096):
-        for record in batch.to_pylist():
-            row += 1
-            yield str(path), row, record
 
 
-def _read_local(files: list[Path]) -> Iterator[tuple[str, int, Any]]:
-    for path in files:
-        if path.name.endswith(".parquet"):
-            yield from _read_parquet(path)
-        else:
-            for line, record in read_jsonl(path):
-                yield str(path), line, record
+def _file_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, Any]]]:
+    """A file's column names and its ``(line, record)`` rows, streamed.
+
+    Parquet rows come back as plain Python values (lists stay lists, structs dicts) with the 1-based
+    row index as the line; a jsonl file's columns are the keys of its first record.
+    """
+    if path.name.endswith(".parquet"):
+        pf = _open_parquet(path)
+
+        def rows() -> Iterator[tuple[int, Any]]:
+            row = 0
+            for batch in pf.iter_batches(batch_size=4096):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield row, record
+
+        return list(pf.schema_arrow.names), rows()
+    lines = read_jsonl(path)
+    first = next(lines, None)
+    if first is None:
+        return [], iter(())
+    return list(first[1]), itertools.chain([first], lines)
+
+
+def _read_local(found: _LocalSplit, dataset: str, split: str, known: Iterable[str],
+                stats: list) -> Iterator[tuple[str, int, Any]]:
+    """The rows of ``dataset``/``split`` from its local file(s), as FlashRAG records to validate;
+    one :class:`~searchr2.qa_formats.SourceStats` per file is appended to ``stats`` as it is opened."""
+    offset = 0
+    for path in found.files:
+        columns, rows = _file_rows(path)
+        entry = SourceStats(str(path), dataset, split, "merged" if found.merged else "dataset")
+        stats.append(entry)
+        yield from convert_rows(rows, str(path), columns, entry, merged=found.merged, known_datasets=known,
+                                row_offset=offset)
+        offset += entry.rows_read
 
 
 # --- hub ----------------------------------------------------------------------------------------
@@ -314,7 +438,7 @@ def _hub_label(cfg: DataConfig, dataset: str, split: str) -> str:
     return f"hf://datasets/{cfg.hub_dataset}{rev}/{dataset}[{split}]"
 
 
-def _read_hub(cfg: DataConfig, dataset: str, split: str) -> Iterator[tuple[str, int, Any]]:
+def _read_hub(cfg: DataConfig, dataset: str, split: str, stats: list) -> Iterator[tuple[str, int, Any]]:
     import datasets
 
     try:
@@ -322,8 +446,9 @@ def _read_hub(cfg: DataConfig, dataset: str, split: str) -> Iterator[tuple[str, 
     except Exception as e:
         raise _hub_failure(cfg, dataset, f"load split {split!r}", e) from e
     label = _hub_label(cfg, dataset, split)
-    for row, record in enumerate(ds, start=1):
-        yield label, row, record
+    entry = SourceStats(label, dataset, split, "hub")
+    stats.append(entry)
+    yield from convert_rows(enumerate(ds, start=1), label, ds.column_names, entry, merged=False)
 
 
 # --- public QA API ------------------------------------------------------------------------------
@@ -359,26 +484,33 @@ def eval_split(cfg: DataConfig, dataset: str) -> str:
                      + ", ".join(expected))
 
 
-def load_qa_split(cfg: DataConfig, dataset: str, split: str, limit: int | None = None) -> Iterator[dict]:
+def load_qa_split(cfg: DataConfig, dataset: str, split: str, limit: int | None = None,
+                  stats: list | None = None) -> Iterator[dict]:
     """Yield the validated, normalised records of ``dataset``/``split``, in source order.
 
     ``limit`` keeps only the first N records (the caps ``max_test``/``max_train`` are applied by
-    :func:`prepare_real_data` through it). Ids must be unique within the split.
+    :func:`prepare_real_data` through it). Ids must be unique within the split (so per dataset,
+    also when a merged file holds several). Each file's schema is detected from its columns
+    (:mod:`searchr2.qa_formats`). When ``stats`` is a list, one
+    :class:`~searchr2.qa_formats.SourceStats` per source file is appended to it as the file is
+    opened and filled in as its rows stream (``.as_dict()`` for the manifest).
     """
     _check_source(cfg)
     if not _NAME_RE.match(dataset) or not _NAME_RE.match(split):
         raise ValueError(f"invalid dataset or split name: {dataset!r}/{split!r}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    stats = [] if stats is None else stats
     if cfg.source == "hub":
-        rows = _read_hub(cfg, dataset, split)
+        rows = _read_hub(cfg, dataset, split, stats)
     else:
         root = _local_root(cfg)
-        files = _local_files(root, dataset, split)
-        if files is None:
+        found = _local_files(root, dataset, split)
+        if found is None:
             raise InputError(root / dataset, f"split {split!r} of dataset {dataset!r} not found; expected "
                              "one of: " + ", ".join(_local_candidates(root, dataset, split)))
-        rows = _read_local(files)
+        known = set(cfg.test_sets) | set(cfg.train_sets) | set(PAPER_TEST_SETS)
+        rows = _read_local(found, dataset, split, known, stats)
     return _validated(rows, limit)
 
 
@@ -441,9 +573,11 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
     }
     with atomic_dir(qa_dir) as tmp_qa:
         def write_split(role: str, dataset: str, split: str, limit: int | None) -> None:
-            records = load_qa_split(cfg, dataset, split, limit=limit)
+            sources: list[SourceStats] = []
+            records = load_qa_split(cfg, dataset, split, limit=limit, stats=sources)
             n = write_qa_file(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
-            manifest[role][dataset] = {"split": split, "records": n, "path": str(qa_dir / dataset / f"{split}.jsonl")}
+            manifest[role][dataset] = {"split": split, "records": n, "path": str(qa_dir / dataset / f"{split}.jsonl"),
+                                       "sources": [entry.as_dict() for entry in sources]}
 
         for dataset in cfg.test_sets:
             write_split("eval", dataset, eval_split(cfg, dataset), cfg.max_test)
@@ -472,4 +606,5 @@ __all__ = [
     "DataConfig", "HubError", "PAPER_TEST_SETS", "PAPER_TRAIN_SETS", "PAPER_EVAL_SPLITS", "EVAL_SPLIT_ORDER",
     "TRAIN_SPLIT", "first_eval_split", "eval_split", "load_qa_split", "prepare_real_data", "validate_qa_record",
     "qa_path", "eval_split_path", "read_qa_file", "load_eval_set", "load_train_records", "write_qa_file",
+    "SourceStats",
 ]
