@@ -65,6 +65,7 @@ import itertools
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -72,8 +73,9 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from tqdm import tqdm
 
 from searchr2.corpus import byte_progress, iter_source_passages, passage_line
-from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id
+from searchr2.io import InputError, atomic_dir, atomic_file, read_jsonl, require_field, require_id, sha256_file
 from searchr2.params import check_types
+from searchr2.paths import RAW_DIR
 from searchr2.qa_formats import SourceStats, convert_rows, dataset_of
 
 #: The seven evaluation benchmarks of the paper, in the order of its tables.
@@ -540,6 +542,16 @@ def _open_corpus_writer(f: Any, corpus_out: Path) -> Any:
     return f
 
 
+def describe_source(path: str | os.PathLike) -> dict:
+    """Provenance of one raw input file: its path as the params spell it, its size, its SHA-256, and
+    whether it lies under :data:`~searchr2.paths.RAW_DIR`, the folder stage world lists as a DVC dependency
+    (elsewhere DVC does not notice when it changes). Hashing reads the whole file once more (about a
+    minute for wiki-18's 14 GB), a small price next to preparing it."""
+    p = Path(path)
+    return {"path": str(path), "bytes": p.stat().st_size, "sha256": sha256_file(p),
+            "dvc_tracked": p.resolve().is_relative_to(RAW_DIR.resolve())}
+
+
 def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
     """Materialise the paper profile's data in the pipeline's formats and return a manifest.
 
@@ -549,6 +561,10 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
     ``corpus_out`` ends in ``.gz``). Both outputs are built in temporary siblings and put in
     place together only once everything succeeded, so a failure anywhere leaves neither a
     partial ``qa_dir`` nor a partial ``corpus_out`` (a previous complete one stays untouched).
+
+    The manifest names what was written relative to ``qa_dir`` (``file``) and, for every source file,
+    what was read (:func:`describe_source`: path as given, bytes, SHA-256, whether DVC watches it) and
+    the reader's row counts (:class:`~searchr2.qa_formats.SourceStats`: read, kept, dropped and why).
     """
     _check_source(cfg)
     if not cfg.corpus_path:
@@ -571,13 +587,24 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
                    if cfg.source == "hub" else str(cfg.local_dir)),
         "eval": {}, "train": {}, "corpus": {},
     }
+    described: dict[str, dict] = {}          # a merged file feeds several datasets: hash it once
+
+    def describe(path: str) -> dict:
+        if path not in described:
+            described[path] = describe_source(path)
+        return described[path]
+
     with atomic_dir(qa_dir) as tmp_qa:
         def write_split(role: str, dataset: str, split: str, limit: int | None) -> None:
             sources: list[SourceStats] = []
             records = load_qa_split(cfg, dataset, split, limit=limit, stats=sources)
             n = write_qa_file(records, tmp_qa / dataset / f"{split}.jsonl", f"{dataset}/{split}")
-            manifest[role][dataset] = {"split": split, "records": n, "path": str(qa_dir / dataset / f"{split}.jsonl"),
-                                       "sources": [entry.as_dict() for entry in sources]}
+            entries = [entry.as_dict() for entry in sources]
+            for entry in entries:
+                if cfg.source == "local":
+                    entry.update({k: v for k, v in describe(entry["path"]).items() if k != "path"})
+            manifest[role][dataset] = {"split": split, "records": n, "file": f"{dataset}/{split}.jsonl",
+                                       "sources": entries}
 
         for dataset in cfg.test_sets:
             write_split("eval", dataset, eval_split(cfg, dataset), cfg.max_test)
@@ -598,7 +625,15 @@ def prepare_real_data(cfg: DataConfig, qa_dir: Path, corpus_out: Path) -> dict:
                     out.close()
             if passages == 0:
                 raise InputError(corpus_src, "corpus has no passages")
-        manifest["corpus"] = {"source": str(corpus_src), "path": str(corpus_out), "passages": passages}
+        # every passage read is kept: a line that cannot be used stops the stage instead of being dropped
+        manifest["corpus"] = {**describe(cfg.corpus_path), "rows_read": passages, "rows_kept": passages,
+                              "rows_dropped": {}}
+    untracked = sorted({p for p, d in described.items() if not d["dvc_tracked"]})
+    if untracked:
+        manifest["warnings"] = [f"{p} is outside {RAW_DIR}/: DVC does not watch it, so changing it will not make "
+                                "stage world stale (data/raw/README.md)" for p in untracked]
+        for warning in manifest["warnings"]:
+            print(f"[world] warning: {warning}", file=sys.stderr)
     return manifest
 
 
@@ -606,5 +641,5 @@ __all__ = [
     "DataConfig", "HubError", "PAPER_TEST_SETS", "PAPER_TRAIN_SETS", "PAPER_EVAL_SPLITS", "EVAL_SPLIT_ORDER",
     "TRAIN_SPLIT", "first_eval_split", "eval_split", "load_qa_split", "prepare_real_data", "validate_qa_record",
     "qa_path", "eval_split_path", "read_qa_file", "load_eval_set", "load_train_records", "write_qa_file",
-    "SourceStats",
+    "SourceStats", "describe_source",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+RAW_DIR = Path("data/raw")                               # the real files a paper profile reads (a dep of stage world)
 PARAMS_OK = Path("data/params.ok")                       # stamp: params.yaml is valid (stage params)
 QA_DIR = Path("data/qa")                                 # <dataset>/<split>.jsonl (stage world)
 CORPUS_DIR = Path("data/corpus")                         # stage world

@@ -3,6 +3,7 @@ merged files split by data_source, per-file stats, the split rule, and the wiki-
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from searchr2.corpus import iter_source_passages
 from searchr2.data import (PAPER_EVAL_SPLITS, PAPER_TEST_SETS, DataConfig, HubError, eval_split, first_eval_split,
-                           load_qa_split, load_train_records, prepare_real_data, read_qa_file, validate_qa_record,
+                           describe_source, load_qa_split, load_train_records, prepare_real_data, read_qa_file, validate_qa_record,
                            write_qa_file)
 from searchr2.io import InputError
 
@@ -354,17 +355,22 @@ def test_prepare_local_end_to_end(local, tmp_path):
     assert sorted(str(p.relative_to(qa_dir)) for p in qa_dir.rglob("*.jsonl")) == [
         "hotpotqa/dev.jsonl", "hotpotqa/train.jsonl", "nq/test.jsonl", "nq/train.jsonl"]
     sources = {name: entry.pop("sources") for name, entry in m["eval"].items()}
-    assert m["eval"] == {
-        "nq": {"split": "test", "records": 3, "path": str(qa_dir / "nq" / "test.jsonl")},
-        "hotpotqa": {"split": "dev", "records": 3, "path": str(qa_dir / "hotpotqa" / "dev.jsonl")}}
+    assert m["eval"] == {                       # output files named relative to the QA folder: no temporary path
+        "nq": {"split": "test", "records": 3, "file": "nq/test.jsonl"},
+        "hotpotqa": {"split": "dev", "records": 3, "file": "hotpotqa/dev.jsonl"}}
     [nq_src] = sources["nq"]
     assert nq_src["path"] == str(root / "nq" / "test.jsonl") and nq_src["schema"] == "flashrag"
+    # provenance of every source file: as the params name it, its size and hash, whether DVC watches it
+    raw = root / "nq" / "test.jsonl"
+    assert (nq_src["bytes"], nq_src["sha256"]) == (raw.stat().st_size, hashlib.sha256(raw.read_bytes()).hexdigest())
+    assert nq_src["dvc_tracked"] is False and any(str(raw) in w for w in m["warnings"])
     assert (nq_src["layout"], nq_src["rows_read"], nq_src["rows_kept"], nq_src["complete"]) == ("dataset", 3, 3, False)
     assert nq_src["ids_from"] == {"id": 3} and nq_src["warnings"] == []
     assert sources["hotpotqa"][0]["schema"] == "flashrag" and sources["hotpotqa"][0]["path"].endswith("dev.parquet")
     json.dumps(m)                                      # the manifest stays JSON
     assert m["train"]["nq"]["records"] == 5 and m["train"]["hotpotqa"]["records"] == 5
-    assert m["corpus"]["passages"] == 10
+    assert (m["corpus"]["path"], m["corpus"]["rows_read"], m["corpus"]["rows_kept"]) == (str(corpus), 10, 10)
+    assert m["corpus"]["sha256"] == hashlib.sha256(Path(corpus).read_bytes()).hexdigest()
     first = json.loads((qa_dir / "nq" / "test.jsonl").read_text().splitlines()[0])
     assert first == {"id": "test_0", "question": "who wrote book 0?", "golden_answers": ["Author 0", "A. 0"],
                      "metadata": {"type": "bridge", "n": 0}}
@@ -816,3 +822,15 @@ def test_file_made_the_way_search_r1_makes_it(tmp_path):
     assert recs[0]["golden_answers"] == ["Author 0", "A. 0"] and recs[0]["metadata"] == {"type": "bridge", "n": 0}
     assert st["schema"] == "search-r1+flashrag" and st["layout"] == "merged" and st["ids_from"] == {"id": 3}
     assert st["questions_maybe_rewritten"] == 3 and "FlashRAG 'question' column" in st["warnings"][0]
+
+
+def test_describe_source_knows_which_files_dvc_watches(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                 # the repository root, where DVC runs the stages
+    (tmp_path / "data/raw").mkdir(parents=True)
+    inside, outside = tmp_path / "data/raw/c.jsonl", tmp_path / "elsewhere.jsonl"
+    for f in (inside, outside):
+        f.write_text('{"id": "1", "contents": "T\\nx"}\n')
+    assert describe_source("data/raw/c.jsonl") == {
+        "path": "data/raw/c.jsonl", "bytes": inside.stat().st_size,
+        "sha256": hashlib.sha256(inside.read_bytes()).hexdigest(), "dvc_tracked": True}
+    assert describe_source(str(outside))["dvc_tracked"] is False
