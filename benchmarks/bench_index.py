@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import run_worker  # noqa: E402  (after the path is set)
 
 #: question sets whose supporting passages are looked for (the eval split, and train for a larger sample)
 RECALL_SETS = ("nq", "hotpotqa")
@@ -80,48 +81,12 @@ def _worker(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------ driver (parent side)
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    try:
-        for p in [proc, *proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-    except psutil.Error:
-        pass
-    return total
-
-
 def run_child(argv: list[str], result_path: Path, log_path: Path) -> dict:
-    """Run a worker, sampling its process tree's memory; return its result plus memory and wall time."""
-    import psutil
-
+    """Run a worker (:func:`benchmarks.run_info.run_worker`) and add the load average around it."""
     load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen([sys.executable, __file__, "worker", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        ps = psutil.Process(child.pid)
-        peak = 0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            peak = max(peak, _tree_rss(ps))
-            time.sleep(0.1)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t0
-    if child.returncode != 0:
-        raise SystemExit(f"worker {' '.join(argv[:4])} failed ({child.returncode}); log: {log_path}\n"
-                         + log_path.read_text()[-3000:])
-    result = json.loads(result_path.read_text())
-    result.update(maxrss_mb=round(usage.ru_maxrss / 1024, 1), peak_tree_rss_mb=round(peak / 2**20, 1),
-                  child_wall_seconds=round(wall, 2),
-                  # 1-min load average before/after: > ~2 on 2 cores means other work shared the CPUs
-                  loadavg_before=round(load_before, 2), loadavg_after=round(os.getloadavg()[0], 2))
+    result = run_worker(__file__, argv, result_path, log_path)
+    # 1-min load average before/after: > ~2 on 2 cores means other work shared the CPUs
+    result.update(loadavg_before=round(load_before, 2), loadavg_after=round(os.getloadavg()[0], 2))
     return result
 
 

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run_info import loadavg_fields, machine_line, write_result
+from benchmarks.run_info import loadavg_fields, machine_line, run_worker, write_result
 
 #: share of bare (unquoted) title lines in the published wiki-18 file, measured on a sample of it
 BARE_SHARE = 0.12
@@ -167,7 +167,7 @@ def _worker(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         manifest = prepare_real_data(cfg, work / "qa", Path(args.corpus))
         seconds = time.perf_counter() - t0
-        result = {"passages": manifest["corpus"]["passages"], "hwm_after_imports_mb": before}
+        result = {"passages": manifest["corpus"]["rows_kept"], "hwm_after_imports_mb": before}
     else:
         from searchr2.retrieval import BM25Config, build_bm25_index
 
@@ -182,42 +182,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------ driver (parent side)
 
-def _tree_rss(proc) -> int:
-    import psutil
-
-    total = 0
-    try:
-        for p in [proc, *proc.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-    except psutil.Error:
-        pass
-    return total
-
-
 def run_child(argv: list[str], result_path: Path, log_path: Path) -> dict:
-    """Run a worker, sampling its process tree's memory; return its result plus memory figures."""
-    import psutil
-
-    with open(log_path, "w") as log:
-        child = subprocess.Popen([sys.executable, __file__, "worker", *argv], stdout=log, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
-        ps = psutil.Process(child.pid)
-        peak = 0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            peak = max(peak, _tree_rss(ps))
-            time.sleep(0.1)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"worker {' '.join(argv[:2])} failed ({code}); log: {log_path}\n" + log_path.read_text()[-3000:])
-    result = json.loads(result_path.read_text())
-    result.update(maxrss_mb=round(usage.ru_maxrss / 1024, 1), peak_tree_rss_mb=round(peak / 2**20, 1))
-    return result
+    """Run a worker (:func:`benchmarks.run_info.run_worker`): its result plus memory figures."""
+    return run_worker(__file__, argv, result_path, log_path)
 
 
 def _source_for(work: Path, n: int, args: argparse.Namespace) -> tuple[Path, dict]:

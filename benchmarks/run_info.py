@@ -36,3 +36,52 @@ def write_result(path: Path, result: dict, indent: int = 2) -> None:
     """Write a result file as indented JSON with a final newline, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=indent) + "\n")
+
+
+def _tree_rss(proc) -> int:
+    """Resident bytes of a psutil process and all its descendants (processes that vanish count 0)."""
+    import psutil
+
+    total = 0
+    try:
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
+
+
+def run_worker(script: str, argv: list[str], result_path: Path, log_path: Path) -> dict:
+    """Run ``python <script> worker <argv>`` with the repository on its path and its output in ``log_path``,
+    sampling its process tree's memory every 0.1 s; return the JSON it wrote to ``result_path`` plus
+    ``maxrss_mb`` (the kernel's high-water mark from ``wait4``), ``peak_tree_rss_mb`` (the sampled peak
+    over the worker and its children, e.g. Java) and ``child_wall_seconds``. A failed worker stops the
+    benchmark with the end of its log."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen([sys.executable, script, "worker", *argv], stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        ps = psutil.Process(child.pid)
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _tree_rss(ps))
+            time.sleep(0.1)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"worker {' '.join(argv[:4])} failed ({code}); log: {log_path}\n" + log_path.read_text()[-3000:])
+    result = json.loads(Path(result_path).read_text())
+    result.update(maxrss_mb=round(usage.ru_maxrss / 1024, 1), peak_tree_rss_mb=round(peak / 2**20, 1),
+                  child_wall_seconds=round(time.perf_counter() - t0, 2))
+    return result
