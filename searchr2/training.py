@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import torch
 
-from searchr2.io import InputError, sha256_file
+from searchr2.io import InputError, atomic_file, sha256_file
 
 #: label value of positions without loss (what torch's cross-entropy and HF models ignore)
 IGNORE = -100
@@ -322,14 +322,39 @@ def remove_checkpoints(root: str | os.PathLike) -> None:
 # ------------------------------------------------------------------------------------------ dvclive
 
 def trim_live_plots(live_dir: Path, last_step: int) -> None:
-    """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps."""
+    """Drop the rows a killed run logged after its last checkpoint, so resumed curves do not repeat steps.
+    A row the kill cut short (too few columns, or no step number) is dropped too."""
     for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
         lines = tsv.read_text().splitlines()
         if not lines:
             continue
-        step_col = lines[0].split("\t").index("step")
-        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[step_col]) <= last_step]
+        header = lines[0].split("\t")
+        step_col = header.index("step")
+
+        def step_of(row: str) -> int | None:
+            cells = row.split("\t")
+            try:
+                return int(cells[step_col]) if len(cells) == len(header) else None
+            except ValueError:
+                return None
+
+        kept = [lines[0]] + [ln for ln in lines[1:] if (n := step_of(ln)) is not None and n <= last_step]
         tsv.write_text("\n".join(kept) + "\n")
+
+
+def _reset_live_summary(live_dir: Path, last_step: int) -> None:
+    """Make dvclive's summary (``metrics.json``, which it reads when resuming) readable and point it at the
+    checkpoint's step. A run killed while dvclive was writing the file (not atomically) leaves it empty or
+    cut short, and dvclive would then fail to resume; the values lost are logged again at the next step."""
+    path = live_dir / "metrics.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        summary = {}
+    if not isinstance(summary, dict):
+        summary = {}
+    with atomic_file(path) as f:
+        f.write(json.dumps({**summary, "step": last_step}, indent=4))
 
 
 def open_live(live_dir: str | os.PathLike, resumed_from: int):
@@ -339,4 +364,5 @@ def open_live(live_dir: str | os.PathLike, resumed_from: int):
 
     if resumed_from:
         trim_live_plots(Path(live_dir), resumed_from)
+        _reset_live_summary(Path(live_dir), resumed_from)
     return Live(dir=str(live_dir), resume=bool(resumed_from), save_dvc_exp=False, dvcyaml=None)

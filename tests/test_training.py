@@ -233,3 +233,23 @@ def test_trimming_leaves_an_empty_curve_file_alone(tmp_path):
     (tmp_path / "plots" / "metrics" / "empty.tsv").write_text("")
     trim_live_plots(tmp_path, 1)
     assert (tmp_path / "plots" / "metrics" / "empty.tsv").read_text() == ""
+
+
+def test_a_run_killed_while_dvclive_wrote_its_files_still_resumes(tmp_path):
+    # SIGTERM can land while dvclive rewrites metrics.json (not atomic) or appends a row
+    live = open_live(tmp_path, 0)
+    for step in range(1, 4):
+        live.step = step
+        live.log_metric("loss", float(step))
+        live.next_step()
+    live.end()
+    tsv = tmp_path / "plots" / "metrics" / "loss.tsv"
+    tsv.write_text(tsv.read_text() + "1700000000\t4")       # a row cut short by the kill
+    (tmp_path / "metrics.json").write_text("")               # the summary emptied by the kill
+    live = open_live(tmp_path, 2)
+    assert _steps(tsv) == [1, 2] and json.loads((tmp_path / "metrics.json").read_text())["step"] == 2
+    live.step = 3
+    live.log_metric("loss", 30.0)
+    live.next_step()
+    live.end()
+    assert _steps(tsv) == [1, 2, 3] and json.loads((tmp_path / "metrics.json").read_text())["loss"] == 30.0
