@@ -209,22 +209,23 @@ def _steps(tsv: Path) -> list[int]:
     return [int(row.split("\t")[col]) for row in rows]
 
 
-def test_a_resumed_run_continues_its_curves_without_the_killed_runs_extra_rows(tmp_path):
-    live = open_live(tmp_path, 0)
-    for step in range(1, 5):
+def _log_losses(live, losses: dict[int, float]) -> None:
+    """Log ``loss`` at each step as the trainers do (step set explicitly), then close the logger."""
+    for step, loss in losses.items():
         live.step = step
-        live.log_metric("loss", float(step))
+        live.log_metric("loss", loss)
         live.next_step()
     live.end()
+
+
+def test_a_resumed_run_continues_its_curves_without_the_killed_runs_extra_rows(tmp_path):
+    _log_losses(open_live(tmp_path, 0), {step: float(step) for step in range(1, 5)})
     tsv = tmp_path / "plots" / "metrics" / "loss.tsv"
     assert _steps(tsv) == [1, 2, 3, 4]
 
     live = open_live(tmp_path, 2)                       # the checkpoint was at step 2: rows 3 and 4 go
     assert _steps(tsv) == [1, 2]
-    live.step = 3
-    live.log_metric("loss", 30.0)
-    live.next_step()
-    live.end()
+    _log_losses(live, {3: 30.0})
     assert _steps(tsv) == [1, 2, 3]
 
 
@@ -237,19 +238,11 @@ def test_trimming_leaves_an_empty_curve_file_alone(tmp_path):
 
 def test_a_run_killed_while_dvclive_wrote_its_files_still_resumes(tmp_path):
     # SIGTERM can land while dvclive rewrites metrics.json (not atomic) or appends a row
-    live = open_live(tmp_path, 0)
-    for step in range(1, 4):
-        live.step = step
-        live.log_metric("loss", float(step))
-        live.next_step()
-    live.end()
+    _log_losses(open_live(tmp_path, 0), {step: float(step) for step in range(1, 4)})
     tsv = tmp_path / "plots" / "metrics" / "loss.tsv"
     tsv.write_text(tsv.read_text() + "1700000000\t4")       # a row cut short by the kill
     (tmp_path / "metrics.json").write_text("")               # the summary emptied by the kill
     live = open_live(tmp_path, 2)
     assert _steps(tsv) == [1, 2] and json.loads((tmp_path / "metrics.json").read_text())["step"] == 2
-    live.step = 3
-    live.log_metric("loss", 30.0)
-    live.next_step()
-    live.end()
+    _log_losses(live, {3: 30.0})
     assert _steps(tsv) == [1, 2, 3] and json.loads((tmp_path / "metrics.json").read_text())["loss"] == 30.0
