@@ -1,7 +1,7 @@
 """Where dense search time goes: query encoding vs FAISS search, for a flat and an HNSW index.
 
-Reuses the embeddings of an index built by `build_dense_index` (no re-encoding of the corpus): reads
-DENSE_DIR (meta.json, embeddings.json and .f32, faiss.index) and the questions under QA_DIR, builds
+Reuses the vectors of a flat index built by `build_dense_index` (no re-encoding of the corpus): reads
+DENSE_DIR (meta.json, faiss.index) and the questions under QA_DIR, builds
 an HNSW index in memory, and prints as JSON the timings and how often the two indexes agree on the
 top passage. Writes no file.
 
@@ -34,8 +34,8 @@ def main():
     from searchr2.io import read_jsonl
 
     meta = json.loads((args.dense_dir / "meta.json").read_text())
-    shape = json.loads((args.dense_dir / "embeddings.json").read_text())["shape"]
-    emb = np.memmap(args.dense_dir / "embeddings.f32", dtype=np.float32, mode="r", shape=tuple(shape))
+    if meta["index_type"] != "flat":
+        sys.exit(f"{args.dense_dir} holds a {meta['index_type']} index; this benchmark compares HNSW with flat")
     questions = [r["question"] for f in sorted(args.qa_dir.glob("*/*.jsonl")) for _, r in read_jsonl(f)]
     queries = (questions * (args.n_queries // max(len(questions), 1) + 1))[:args.n_queries]
     cfg = meta["config"]
@@ -43,6 +43,8 @@ def main():
     enc.encode(queries[:16], cfg["query_prefix"])  # warm-up
     t = time.perf_counter(); q = enc.encode(queries, cfg["query_prefix"]); t_enc = time.perf_counter() - t
     flat = faiss.read_index(str(args.dense_dir / "faiss.index"))
+    shape = (flat.ntotal, flat.d)
+    emb = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(shape)  # the flat index's own vectors
     t = time.perf_counter(); _, i_flat = flat.search(q, 3); t_flat = time.perf_counter() - t
     t = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(shape[1], args.hnsw_m, faiss.METRIC_INNER_PRODUCT)

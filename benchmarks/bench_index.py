@@ -116,12 +116,14 @@ def load_questions(qa_dir: Path, n: int) -> tuple[list[str], dict]:
 
 
 def make_world(n_entities: int, workdir: Path) -> tuple[Path, Path, float]:
+    from searchr2.docstore import write_offsets
     from searchr2.world import WorldConfig, generate_world, write_world
 
     t0 = time.perf_counter()
     cfg = WorldConfig() if n_entities <= 0 else replace(WorldConfig(), n_entities=n_entities)
     qa_dir, corpus = workdir / "qa", workdir / "corpus.jsonl"
     write_world(generate_world(cfg), qa_dir, corpus)
+    write_offsets(corpus)                      # as stage world: the indexes read passages back by row
     return qa_dir, corpus, time.perf_counter() - t0
 
 

@@ -12,9 +12,20 @@ not timed. Then, each in a child process of its own (this script re-invoked with
 
 * **prepare**: :func:`searchr2.data.prepare_real_data` with no QA sets, so all it does is stream the
   source through :func:`searchr2.corpus.iter_source_passages` (validation, duplicate ids, titles made
-  canonical) into the pipeline's ``corpus.jsonl``, as the ``world`` stage does for a paper profile;
+  canonical) into the pipeline's ``corpus.jsonl``, then save its offsets
+  (:func:`searchr2.docstore.write_offsets`), as the ``world`` stage does for a paper profile;
 * **bm25** (with ``--bm25``): :func:`searchr2.retrieval.build_bm25_index` on that corpus, the
-  ``index_bm25`` stage's builder (it copies and validates the corpus, then runs Anserini in ``java``).
+  ``index_bm25`` stage's builder (it validates the corpus while writing a temporary copy whose ids
+  are row numbers, then runs Anserini in ``java``).
+
+* **faiss** (with ``--faiss-dims``, at sizes up to ``--faiss-max``): for each dimension, random unit
+  vectors (seeded) in a float32 matrix file, then :func:`searchr2.retrieval.build_faiss_index` for each
+  index type (flat, hnsw, ivf with the paper profile's ``hnsw_m: 32``, ``ivf_nlist: 256``): the file's
+  bytes and the memory ``faiss.read_index`` takes to load it. An index's size depends on the number of
+  vectors, their dimension and the index settings, not on their values, so no encoder is needed.
+
+The report's disk table divides each artifact's bytes by the passages at the largest size that ran
+every phase and projects them to ``--project`` passages (wiki-18: 21,015,324).
 
 Reported per phase: wall seconds, passages/s, and memory in MB: ``hwm_mb``, the child's own peak
 resident memory (``VmHWM``, read by the child at the end); for prepare ``hwm_after_imports_mb``, the
@@ -156,8 +167,13 @@ def _worker(args: argparse.Namespace) -> None:
         meta["write_seconds"] = round(time.perf_counter() - t0, 1)
         Path(args.result).write_text(json.dumps(meta))
         return
+    if args.phase == "faiss":
+        Path(args.result).write_text(json.dumps(_faiss_bytes(int(args.lines), json.loads(args.dims), Path(args.work),
+                                                             int(args.seed))))
+        return
     if args.phase == "prepare":
         from searchr2.data import DataConfig, prepare_real_data
+        from searchr2.docstore import offsets_path, write_offsets
 
         work = Path(args.work)
         empty = work / "no_qa_source"
@@ -166,8 +182,11 @@ def _worker(args: argparse.Namespace) -> None:
         before = _hwm_mb()
         t0 = time.perf_counter()
         manifest = prepare_real_data(cfg, work / "qa", Path(args.corpus))
+        write_offsets(args.corpus)
         seconds = time.perf_counter() - t0
-        result = {"passages": manifest["corpus"]["rows_kept"], "hwm_after_imports_mb": before}
+        result = {"passages": manifest["corpus"]["rows_kept"], "hwm_after_imports_mb": before,
+                  "corpus_bytes": Path(args.corpus).stat().st_size,
+                  "offsets_bytes": offsets_path(args.corpus).stat().st_size}
     else:
         from searchr2.retrieval import BM25Config, build_bm25_index
 
@@ -178,6 +197,43 @@ def _worker(args: argparse.Namespace) -> None:
     result.update(seconds=round(seconds, 2), passages_per_second=round(result["passages"] / seconds, 1),
                   hwm_mb=_hwm_mb())
     Path(args.result).write_text(json.dumps(result))
+
+
+#: run in a fresh interpreter: the resident memory that loading one FAISS index adds (a process that has
+#: freed an earlier index would reuse those pages and show less)
+_LOAD_RSS = ("import os, sys, faiss\n"
+             "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+             "before = rss(); index = faiss.read_index(sys.argv[1]); print(rss() - before)")
+
+
+def _faiss_bytes(n: int, dims: list[int], work: Path, seed: int) -> dict:
+    """Bytes on disk and loaded of each FAISS index type over ``n`` random unit vectors of each dimension."""
+    import numpy as np
+
+    from searchr2.retrieval import INDEX_TYPES, DenseConfig, build_faiss_index
+
+    rng = np.random.default_rng(seed)
+    out: dict = {"passages": n}
+    for dim in dims:
+        vectors = work / f"vectors_{dim}.f32"
+        mm = np.memmap(vectors, dtype=np.float32, mode="w+", shape=(n, dim))
+        for start in range(0, n, 1 << 16):
+            block = rng.standard_normal((min(1 << 16, n - start), dim), dtype=np.float32)
+            mm[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        mm.flush()
+        del mm
+        for index_type in INDEX_TYPES:
+            cfg = DenseConfig(index_type=index_type, hnsw_m=32, ivf_nlist=256, chunk_size=1 << 16)
+            path = work / f"{index_type}_{dim}.faiss"
+            t0 = time.perf_counter()
+            build_faiss_index(vectors, n, dim, cfg, path)
+            seconds = time.perf_counter() - t0
+            loaded = int(subprocess.check_output([sys.executable, "-c", _LOAD_RSS, str(path)], text=True))
+            out[f"{index_type}_{dim}"] = {"bytes": path.stat().st_size, "loaded_rss_bytes": loaded,
+                                          "build_seconds": round(seconds, 1)}
+            path.unlink()
+        vectors.unlink()
+    return out
 
 
 # ------------------------------------------------------------------------------ driver (parent side)
@@ -215,6 +271,30 @@ def _growth(runs: list[dict], phase: str, key: str) -> dict | None:
             "flat": large - small < FLAT_SHARE * small + FLAT_SLACK_MB}
 
 
+def disk_table(runs: list[dict], project: int) -> dict | None:
+    """Bytes per passage of each artifact at the largest size that measured them all, and at ``project``."""
+    full = [r for r in runs if "bm25" in r and "faiss" in r]
+    if not full:
+        return None
+    run = full[-1]
+    n = run["lines"]
+    rows = {"corpus.jsonl": run["prepare"]["corpus_bytes"], "corpus.offsets.npy": run["prepare"]["offsets_bytes"],
+            "bm25 (Lucene)": run["bm25"]["index_bytes"]}
+    loaded = {}
+    for key, value in run["faiss"].items():
+        if isinstance(value, dict):
+            index_type, dim = key.split("_")
+            rows[f"{index_type}, dim {dim}"] = value["bytes"]
+            loaded[f"{index_type}, dim {dim}"] = value["loaded_rss_bytes"]
+    return {"measured_at": n, "project_to": project,
+            "artifacts": {name: {"bytes": b, "bytes_per_passage": round(b / n, 1),
+                                 "projected_gb": round(b / n * project / 1e9, 1),
+                                 **({"loaded_bytes_per_passage": round(loaded[name] / n, 1),
+                                     "projected_ram_gb": round(loaded[name] / n * project / 1e9, 1)}
+                                    if name in loaded else {})}
+                          for name, b in rows.items()}}
+
+
 def markdown(report: dict) -> str:
     """The result as a markdown table, one row per size and phase."""
     rows = [f"# {report['name']}", "", f"{report['machine']}; load average before {report['loadavg_before']}, "
@@ -234,6 +314,15 @@ def markdown(report: dict) -> str:
             verdict = ("flat" if g["flat"] else "NOT flat") if phase == "prepare" else "reported"
             rows += ["", f"{phase} peak memory ({g['measure']}) from {g['from_lines']:,} to {g['to_lines']:,} "
                      f"lines: {g['from_mb']} -> {g['to_mb']} MB, {g['growth_mb']:+} MB ({verdict})"]
+    disk = report.get("disk")
+    if disk:
+        rows += ["", f"Disk per passage at {disk['measured_at']:,} passages, projected to {disk['project_to']:,} "
+                 "(RAM: what faiss.read_index took to load the index)", "",
+                 "| artifact | bytes | bytes/passage | projected GB | loaded bytes/passage | projected RAM GB |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for name, a in disk["artifacts"].items():
+            rows.append(f"| {name} | {a['bytes']:,} | {a['bytes_per_passage']} | {a['projected_gb']} | "
+                        f"{a.get('loaded_bytes_per_passage', '')} | {a.get('projected_ram_gb', '')} |")
     return "\n".join(rows) + "\n"
 
 
@@ -242,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "worker":
         p = argparse.ArgumentParser()
         p.add_argument("worker")
-        for name in ("phase", "source", "corpus", "work", "result", "bm25_json", "lines", "seed"):
+        for name in ("phase", "source", "corpus", "work", "result", "bm25_json", "lines", "seed", "dims"):
             p.add_argument(f"--{name}")
         return _worker(p.parse_args(argv))
 
@@ -254,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
                         ".jsonl, as Search-R1's download script leaves it)")
     parser.add_argument("--bm25", action="store_true", help="also time the BM25 build (Anserini) on each prepared corpus")
     parser.add_argument("--bm25-config", default="{}", help="JSON overrides of BM25Config, e.g. '{\"threads\": 2}'")
+    parser.add_argument("--faiss-dims", type=int, nargs="*", default=[],
+                        help="also measure the FAISS index bytes at these vector dimensions (e.g. 768 384)")
+    parser.add_argument("--faiss-max", type=int, default=200_000,
+                        help="measure FAISS bytes only at sizes up to this many passages (default 200000)")
+    parser.add_argument("--project", type=int, default=21_015_324,
+                        help="passages to project the disk table to (default: wiki-18's 21,015,324)")
     parser.add_argument("--workdir", type=Path, help="scratch folder, kept, its source corpora reused "
                         "(default: a new temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary scratch folder")
@@ -283,6 +378,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[bench] prepare: {run['prepare']}", flush=True)
             if run["prepare"]["passages"] != n:
                 raise SystemExit(f"prepare wrote {run['prepare']['passages']} passages, expected {n}")
+            if args.faiss_dims and n <= args.faiss_max:
+                print(f"[bench] faiss indexes over {n:,} random vectors of dims {args.faiss_dims} ...", flush=True)
+                run["faiss"] = run_child(["--phase", "faiss", "--lines", str(n), "--dims", json.dumps(args.faiss_dims),
+                                          "--work", str(size_dir), "--seed", str(args.seed),
+                                          "--result", str(size_dir / "faiss.json")],
+                                         size_dir / "faiss.json", size_dir / "faiss.log")
+                print(f"[bench] faiss: {run['faiss']}", flush=True)
             if args.bm25:
                 print(f"[bench] bm25 build: {n:,} passages ...", flush=True)
                 run["bm25"] = run_child(["--phase", "bm25", "--corpus", str(corpus), "--work", str(size_dir),
@@ -298,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[bench] scratch folder kept: {work}", flush=True)
     report.update(loadavg_fields(load_before))
     report["prepare_rss_flat"] = _growth(report["runs"], "prepare", "hwm_mb")
+    report["disk"] = disk_table(report["runs"], args.project)
     if args.bm25:
         report["bm25_rss_growth"] = _growth(report["runs"], "bm25", "peak_tree_rss_mb")
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"

