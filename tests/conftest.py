@@ -59,6 +59,16 @@ def one_thread():
 NAMES = ["Varen Koltho", "Mira Tesk", "Orvane Bay", "Kethra University", "Lumsey Dal"]
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from its wheel, as stage `model` does, once per test session (~20 s)."""
+    from searchr2.models import ModelConfig, materialize_base_model
+
+    out = tmp_path_factory.mktemp("smollm2") / "base"
+    materialize_base_model(ModelConfig(), out)
+    return out
+
+
 def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | None = None) -> Path:
     """A random tiny Qwen2-shaped model in ``out`` (default ``root/m``), its tokenizer trained on a
     200-line corpus written to ``root/corpus.jsonl`` about five fictional names."""

@@ -57,6 +57,27 @@ def test_summary_scores_are_percent_and_average_is_unweighted():
     assert timing["questions"] == 3 and timing["generated_tokens"] == 6
 
 
+def test_the_sets_are_pooled_into_chunks_and_split_back():
+    """The engine gets questions of several sets in one call (fuller batches); rows come back per set, in order."""
+    sets = {"a": [{"id": str(i), "question": f"a{i}", "golden_answers": ["x"]} for i in range(3)],
+            "b": [{"id": str(i), "question": f"b{i}", "golden_answers": ["x"]} for i in range(4)]}
+    calls = []
+
+    class Tok:
+        def decode(self, ids, **kw):
+            return "text"
+
+    def answer(questions):
+        calls.append(list(questions))
+        return [_fake_traj(q, q) for q in questions]
+
+    rows, summary, timing = run_system(answer, sets, Tok(), chunk_size=5, desc="t")
+    assert calls == [["a0", "a1", "a2", "b0", "b1"], ["b2", "b3"]]
+    assert [r["prediction"] for r in rows["a"]] == ["a0", "a1", "a2"]
+    assert [r["prediction"] for r in rows["b"]] == ["b0", "b1", "b2", "b3"]
+    assert summary["a"]["n"] == 3 and summary["b"]["n"] == 4 and timing["questions"] == 7
+
+
 def test_no_answer_scores_zero():
     row = {"prediction": None, "em": 0.0, "f1": 0.0, "cover_em": 0.0, "searches": [], "turns": 5}
     assert set_scores([row])["answered"] == 0.0 and average({"x": set_scores([row])})["em"] == 0.0

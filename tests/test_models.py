@@ -92,9 +92,9 @@ def test_load_model_names_the_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_converts_from_the_wheel_and_answers(tmp_path):
-    out = tmp_path / "base"
-    info = materialize_base_model(ModelConfig(), out)
+def test_smollm2_converts_from_the_wheel_and_answers(smollm2_dir):
+    out = smollm2_dir                                   # converted by materialize_base_model (conftest)
+    info = json.loads((out / "searchr2_model.json").read_text())
     assert info["gguf_file"].endswith(".gguf") and len(info["gguf_sha256"]) == 64
     model, tok = load_model(out), load_tokenizer(out)
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576

@@ -15,7 +15,8 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from searchr2.models import load_model, load_tokenizer
 from searchr2.protocol import CORRECTION_MESSAGE, FINAL_TURN_MESSAGE, NO_DOCUMENTS, build_prompt_ids, observation_text
-from searchr2.rollout import RetrievalError, RolloutConfig, Trajectory, rollout, search_batch
+from searchr2.rollout import (RetrievalError, RolloutConfig, Trajectory, common_prefix_length, new_trajectory, rollout,
+                              search_batch)
 from conftest import make_tiny_model
 
 DOCS = {
@@ -310,6 +311,48 @@ def test_kv_cache_reuse_across_turns_matches_fresh_prefill(tiny):
     assert cached[0].turns == 4 and cached[0].token_ids != cached[2].token_ids
 
 
+def test_common_prefix_length_leaves_every_row_a_token():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2          # each row keeps its last id to feed
+    assert common_prefix_length([[1, 2], [3, 2]]) == 0
+    assert common_prefix_length([[5, 6, 7]]) == 2 and common_prefix_length([]) == 0
+
+
+def test_shared_prefix_is_fed_once_and_changes_nothing(tiny):
+    """The rows' shared start (the instructions) is fed once and copied: same tokens, same scores, fewer
+    tokens through the model."""
+    model, tok = tiny
+    plans = {
+        "free A?": lambda turn: None,
+        "answers early?": lambda turn: "<search>orvane bay founder</search>" if turn == 0 else "<answer>x</answer>",
+        "free B?": lambda turn: None,
+        "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
+        "stops at once?": lambda turn: "<answer>y</answer>",
+    }
+    runs, scores, fed = {}, {}, {}
+    for share in (True, False):
+        wrapped = Scripted(model, tok, lambda q, turn: plans[q](turn))
+        seen: list[int] = []
+        hook = model.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["input_ids"].numel()),
+                                               with_kwargs=True)
+        try:
+            cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_obs_tokens=30, batch_size=4, do_sample=False,
+                                share_prefix=share)
+            runs[share] = rollout(wrapped, tok, FakeRetriever(), list(plans), cfg)
+        finally:
+            hook.remove()
+        scores[share], fed[share] = wrapped.scores, sum(seen)
+    for a, b in zip(runs[True], runs[False]):
+        check_invariants(a, tok)
+        assert a.to_dict() == b.to_dict(), a.question
+    assert scores[True].keys() == scores[False].keys() and len(scores[True]) > 100
+    for key, value in scores[True].items():
+        assert torch.allclose(value, scores[False][key], atol=1e-4), key
+    shared = common_prefix_length([new_trajectory(tok, q).token_ids for q in plans])
+    assert shared > 20                                         # the instructions
+    assert fed[True] <= fed[False] - 3 * shared                # a batch of 4 fed them once, not four times
+
+
 def test_bad_prefixes_are_rejected(tiny):
     model, tok = tiny
     script = lambda q, turn: "<answer>x</answer>"
@@ -447,20 +490,9 @@ def test_config_is_validated():
 
 # ------------------------------------------------------------------- SmolLM2 (tags split in tokens)
 
-def _smollm2_dir():
-    from pathlib import Path
-
-    for d in (Path(__file__).resolve().parents[1] / "data" / "models" / "base", Path("/tmp/m/base")):
-        if (d / "config.json").exists() and "smollm2" in (d / "searchr2_model.json").read_text(errors="ignore").lower():
-            return d
-    return None
-
-
 @pytest.mark.slow
-def test_smollm2_split_tags_stop_the_turn_and_keep_the_mask():
-    d = _smollm2_dir()
-    if d is None:
-        pytest.skip("no materialised SmolLM2 directory (run `dvc repro model`)")
+def test_smollm2_split_tags_stop_the_turn_and_keep_the_mask(smollm2_dir):
+    d = smollm2_dir
     model, tok = load_model(d), load_tokenizer(d)
     assert len(tok("</search>", add_special_tokens=False)["input_ids"]) > 1
     first = "<think>I need the founder.</think>\n<search> Orvane Bay founder </search>\n\nThen more text"
@@ -480,3 +512,33 @@ def test_smollm2_split_tags_stop_the_turn_and_keep_the_mask():
     for t in free:
         check_invariants(t, tok)
         assert t.finished and t.stop_reason in ("answer", "turn_budget", "context_cap")
+
+
+@pytest.mark.slow
+def test_smollm2_scores_are_the_same_with_the_speed_features_off(smollm2_dir, monkeypatch):
+    """On the real model (GQA, 30 layers): the growing cache and the shared prefix change no score beyond
+    float rounding, on scripted multi-turn rollouts whose contexts grow past a buffer's first size."""
+    import transformers
+
+    import searchr2.rollout as rollout_mod
+
+    model, tok = load_model(smollm2_dir), load_tokenizer(smollm2_dir)
+    plans = {
+        "Who founded Orvane Bay?": ["<search>orvane bay founder</search>", "<answer>Mira Tesk</answer>"],
+        "Where was Varen Koltho born?": ["<search>Varen Koltho</search>", "<search>Koltho birthplace</search>",
+                                        "<answer>Lumsey Dal</answer>"],
+        "Which river runs past Kethra?": ["<answer>the Osk</answer>"],
+    }
+    scores = {}
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(rollout_mod, "growing_cache", lambda config: transformers.DynamicCache(config=config))
+        wrapped = Scripted(model, tok, lambda q, turn: plans[q][min(turn, len(plans[q]) - 1)])
+        cfg = RolloutConfig(max_turns=2, max_new_tokens=16, max_obs_tokens=60, batch_size=3, do_sample=False,
+                            share_prefix=fast)
+        out = rollout(wrapped, tok, FakeRetriever(), list(plans), cfg)
+        assert [t.stop_reason for t in out] == ["answer", "answer", "answer"]
+        scores[fast] = wrapped.scores
+    assert scores[True].keys() == scores[False].keys() and len(scores[True]) > 60
+    for key, value in scores[True].items():
+        assert torch.allclose(value, scores[False][key], atol=2e-3, rtol=1e-4), key
