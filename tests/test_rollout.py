@@ -280,16 +280,33 @@ def test_greedy_continuation_of_a_free_running_prefix_reproduces_the_trajectory(
     assert again.token_ids == full.token_ids and again.loss_mask == full.loss_mask and again.steps == full.steps
 
 
+#: what each row of a mixed batch writes, by turn (None: the model writes freely): rows that search, answer
+#: early, stop at once and run free, so caches get holes, lose rows and take tool outputs of every length
+MIXED_PLANS = {
+    "free A?": lambda turn: None,
+    "answers early?": lambda turn: "<search>orvane bay founder</search>" if turn == 0 else "<answer>x</answer>",
+    "free B?": lambda turn: None,
+    "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
+    "stops at once?": lambda turn: "<answer>y</answer>",
+}
+
+
+def assert_same_rollouts(runs: dict, scores: dict, tok) -> None:
+    """Two runs (keys True and False) agree: every trajectory token for token, and the raw scores of every
+    generated position within 1e-4 (the tiny model mostly repeats its last token, so equal ids alone prove
+    little; the scores see the whole context)."""
+    for a, b in zip(runs[True], runs[False]):
+        check_invariants(a, tok)
+        assert a.to_dict() == b.to_dict(), a.question
+    assert scores[True].keys() == scores[False].keys() and len(scores[True]) > 100
+    for key, value in scores[True].items():
+        assert torch.allclose(value, scores[False][key], atol=1e-4), key
+
+
 def test_kv_cache_reuse_across_turns_matches_fresh_prefill(tiny):
     """Reusing each batch's KV cache (holes, removed rows, varied tool lengths) changes no token."""
     model, tok = tiny
-    plans = {
-        "free A?": lambda turn: None,
-        "answers early?": lambda turn: "<search>orvane bay founder</search>" if turn == 0 else "<answer>x</answer>",
-        "free B?": lambda turn: None,
-        "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
-        "stops at once?": lambda turn: "<answer>y</answer>",
-    }
+    plans = MIXED_PLANS
     runs, scores = {}, {}
     for reuse in (True, False):   # greedy: sampling draws depend on row order, which regrouping changes
         wrapped = Scripted(model, tok, lambda q, turn: plans[q](turn))
@@ -297,14 +314,7 @@ def test_kv_cache_reuse_across_turns_matches_fresh_prefill(tiny):
                             do_sample=False)
         runs[reuse] = rollout(wrapped, tok, FakeRetriever(), list(plans), cfg)
         scores[reuse] = wrapped.scores
-    for a, b in zip(runs[True], runs[False]):
-        check_invariants(a, tok)
-        assert a.to_dict() == b.to_dict(), a.question
-    # the tiny model mostly repeats its last token, so equal ids alone prove little: the raw scores
-    # of every generated position (which see the whole context) must agree too
-    assert scores[True].keys() == scores[False].keys() and len(scores[True]) > 100
-    for key, value in scores[True].items():
-        assert torch.allclose(value, scores[False][key], atol=1e-4), key
+    assert_same_rollouts(runs, scores, tok)
     cached = runs[True]
     assert [t.stop_reason for t in cached] == ["turn_budget", "answer", "turn_budget", "turn_budget", "answer"]
     assert cached[1].searches == ["orvane bay founder"] and cached[3].searches == ["q", "q"]
@@ -322,13 +332,7 @@ def test_shared_prefix_is_fed_once_and_changes_nothing(tiny):
     """The rows' shared start (the instructions) is fed once and copied: same tokens, same scores, fewer
     tokens through the model."""
     model, tok = tiny
-    plans = {
-        "free A?": lambda turn: None,
-        "answers early?": lambda turn: "<search>orvane bay founder</search>" if turn == 0 else "<answer>x</answer>",
-        "free B?": lambda turn: None,
-        "short then free?": lambda turn: "<search>q</search>" if turn < 2 else None,
-        "stops at once?": lambda turn: "<answer>y</answer>",
-    }
+    plans = MIXED_PLANS
     runs, scores, fed = {}, {}, {}
     for share in (True, False):
         wrapped = Scripted(model, tok, lambda q, turn: plans[q](turn))
@@ -342,12 +346,7 @@ def test_shared_prefix_is_fed_once_and_changes_nothing(tiny):
         finally:
             hook.remove()
         scores[share], fed[share] = wrapped.scores, sum(seen)
-    for a, b in zip(runs[True], runs[False]):
-        check_invariants(a, tok)
-        assert a.to_dict() == b.to_dict(), a.question
-    assert scores[True].keys() == scores[False].keys() and len(scores[True]) > 100
-    for key, value in scores[True].items():
-        assert torch.allclose(value, scores[False][key], atol=1e-4), key
+    assert_same_rollouts(runs, scores, tok)
     shared = common_prefix_length([new_trajectory(tok, q).token_ids for q in plans])
     assert shared > 20                                         # the instructions
     assert fed[True] <= fed[False] - 3 * shared                # a batch of 4 fed them once, not four times
