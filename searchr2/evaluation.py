@@ -1,7 +1,8 @@
 """Scoring systems on the seven eval sets: per-question predictions and per-set EM / F1 / cover-EM.
 
 A *system* is a way of answering: ``direct`` and ``rag`` (the one-shot baselines of
-:mod:`searchr2.baselines`) and ``agent_<model>`` (the multi-turn search agent of
+:mod:`searchr2.baselines`, answer-only as the paper ran them; ``direct_tagged`` and ``rag_tagged`` ask
+for answer tags instead) and ``agent_<model>`` (the multi-turn search agent of
 :mod:`searchr2.rollout` with one of the pipeline's models). Evaluation is always greedy, Actor only,
 as in the paper. Scores are reported ×100, like the paper's tables, and the average is the plain
 mean over the sets (each set counts once, whatever its size).
@@ -15,15 +16,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from searchr2.baselines import SYSTEMS as BASELINE_SYSTEMS
 from searchr2.io import InputError, read_jsonl
 from searchr2.metrics import cover_exact_match, exact_match, f1_score
 from searchr2.params import check_types
 from searchr2.paths import MODEL_NAMES
 from searchr2.refiner import RefinerConfig, accuracy, decision_distributions
 from searchr2.rollout import RolloutConfig, Trajectory
+from searchr2.stats import average_interval, decode_scores, encode_scores, questions_digest
 
 METRICS = ("em", "f1", "cover_em")
-BASELINES = ("direct", "rag")
+BASELINES = tuple(BASELINE_SYSTEMS)   # direct, rag (the paper's rows), direct_tagged, rag_tagged
 
 
 def system_model(system: str) -> str:
@@ -42,6 +45,9 @@ class EvalConfig:
                                      # (progress granularity; the engine batches them by rollout.batch_size)
     device: str = "cpu"              # cpu | cuda | auto
     dtype: str = "float32"           # float32 | bfloat16 | float16 (bf16 on GPU)
+    bootstrap_samples: int = 2000    # resamples of the questions for the 95% intervals (stage metrics;
+                                     # searchr2/stats.py)
+    bootstrap_seed: int = 0          # seed of those resamples
 
     def __post_init__(self):
         check_types(self, "evaluate.")
@@ -49,11 +55,14 @@ class EvalConfig:
             raise ValueError(f"evaluate.max_questions must be >= 1 or null, got {self.max_questions}")
         for s in self.systems:
             if s not in BASELINES and not (s.startswith("agent_") and system_model(s) in MODEL_NAMES):
-                raise ValueError(f"unknown system {s!r}: use direct, rag, agent_base, agent_sft or agent_rl")
+                raise ValueError(f"unknown system {s!r}: use {', '.join(BASELINES)}, agent_base, agent_sft or "
+                                 "agent_rl")
         if len(set(self.systems)) != len(self.systems):
             raise ValueError(f"evaluate.systems lists a system twice: {list(self.systems)}")
         if self.chunk_size < 1:
             raise ValueError(f"evaluate.chunk_size must be >= 1, got {self.chunk_size}")
+        if self.bootstrap_samples < 1:
+            raise ValueError(f"evaluate.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
 
 
 def score_row(record: dict, traj: Trajectory, tokenizer) -> dict:
@@ -68,18 +77,36 @@ def score_row(record: dict, traj: Trajectory, tokenizer) -> dict:
 
 
 def set_scores(rows: list[dict]) -> dict:
-    """One eval set's scores from its prediction rows: EM, F1, cover-EM ×100, answer rate, mean searches and turns."""
+    """One eval set's scores from its prediction rows: EM, F1, cover-EM ×100, answer rate, mean searches and
+    turns, and the per-question EMs with a digest of the question ids (for the intervals and paired
+    comparisons of :mod:`searchr2.stats`, computed by stage metrics)."""
     n = len(rows)
     out = {m: round(100 * sum(r[m] for r in rows) / n, 2) for m in METRICS}
     out.update(n=n, answered=round(sum(r["prediction"] is not None for r in rows) / n, 4),
                searches=round(sum(len(r["searches"]) for r in rows) / n, 3),
-               turns=round(sum(r["turns"] for r in rows) / n, 3))
+               turns=round(sum(r["turns"] for r in rows) / n, 3),
+               em_by_question=encode_scores([r["em"] for r in rows]),
+               questions_sha=questions_digest([r["id"] for r in rows]))
     return out
 
 
 def average(per_set: dict[str, dict]) -> dict:
     """Unweighted mean of the sets' scores (the paper's "Avg" column)."""
     return {m: round(sum(s[m] for s in per_set.values()) / len(per_set), 2) for m in METRICS}
+
+
+def with_intervals(per_set: dict[str, dict], samples: int, seed: int) -> dict[str, dict]:
+    """One system's scores with the 95% bootstrap interval of each set's EM and of the average
+    (``em_ci95``, ×100) added, from the sets' ``em_by_question``; a system scored before those were
+    recorded is returned unchanged."""
+    sets = {k: v for k, v in per_set.items() if k != "avg" and isinstance(v, dict)}
+    if not sets or any("em_by_question" not in v for v in sets.values()):
+        return per_set
+    scores = {k: decode_scores(v["em_by_question"], f"{k}.em_by_question") for k, v in sets.items()}
+    out = {k: {**v, "em_ci95": average_interval({k: scores[k]}, samples, seed)} for k, v in sets.items()}
+    if isinstance(per_set.get("avg"), dict):
+        out["avg"] = {**per_set["avg"], "em_ci95": average_interval(scores, samples, seed)}
+    return out
 
 
 def run_system(answer_fn, sets: dict[str, list[dict]], tokenizer, chunk_size: int, desc: str):
@@ -137,11 +164,12 @@ def score_refiner(model, tokenizer, records: list[dict], cfg: RefinerConfig, bat
 
 
 def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where: dict[str, Path],
-                        refiner: dict[str, dict] | None = None) -> dict:
+                        refiner: dict[str, dict] | None = None, bootstrap: tuple[int, int] = (2000, 0)) -> dict:
     """One metrics table from the per-model evaluations: ``{system: {set: scores}}`` in ``systems``'
-    order, plus ``refiner: {model: accuracy}``. ``parts[model]`` is what the evaluate stage wrote for
-    that model; ``refiner[model]`` what stage evaluate_refiner wrote (empty: nothing scored, left out).
-    A listed system missing from its model's part is an :class:`InputError` naming that part's file
+    order, with the 95% intervals of :func:`with_intervals` (``bootstrap``: samples, seed), plus
+    ``refiner: {model: accuracy}``. ``parts[model]`` is what the evaluate stage wrote for that model;
+    ``refiner[model]`` what stage evaluate_refiner wrote (empty: nothing scored, left out). A listed
+    system missing from its model's part is an :class:`InputError` naming that part's file
     (``where[model]``)."""
     merged = {}
     for system in systems:
@@ -150,7 +178,7 @@ def merge_model_results(parts: dict[str, dict], systems: tuple[str, ...], where:
         if system not in part:
             raise InputError(where[model], f"no results for {system!r}; rerun `dvc repro evaluate@{model}`",
                              field=system)
-        merged[system] = part[system]
+        merged[system] = with_intervals(part[system], *bootstrap)
     scored = {model: (refiner or {}).get(model) for model in MODEL_NAMES}
     return {**merged, "refiner": {model: acc for model, acc in scored.items() if acc}}
 

@@ -26,7 +26,9 @@ Nothing is averaged behind the reader's back:
   code, and the row is marked ``stale`` with the stages named (in the table, its note and the CSV's
   ``stale`` column); stages whose files are only absent (a clone without ``dvc pull``) get a note.
 
-Usage (see the README): ``python -m searchr2.experiments [--only NAME ...] [--group-over rl.seed]``.
+Usage (see the README): ``python -m searchr2.experiments [--only NAME ...] [--group-over rl.seed]
+[--paired A B]``; ``--paired`` adds the difference of two rows (or two systems of one row) on the same
+questions with its 95% interval (:mod:`searchr2.stats`).
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ from pathlib import Path
 from searchr2.io import atomic_file
 from searchr2.paths import METRICS_JSON, SUMMARY_JSON
 from searchr2.published import SET_LABELS, SETS
-from searchr2.report import fmt_cell, markdown_table, system_rows
+from searchr2.report import SYSTEM_LABELS, fmt_cell, markdown_table, paired, scores_by_set, system_rows
+from searchr2.stats import interval_text
 
 METRICS_FILE = METRICS_JSON.as_posix()   # every score; a DVC metric (in dvc exp show) in older runs only
 SUMMARY_FILE = SUMMARY_JSON.as_posix()   # the headline numbers: the metric dvc exp show --json files
@@ -421,6 +424,54 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
 # ------------------------------------------------------------------------------------------ output
 
 
+def parse_side(text: str, default_system: str) -> tuple[str, str]:
+    """``ROW`` or ``ROW:SYSTEM`` (a ``--paired`` operand) to (row name, system)."""
+    name, sep, system = text.rpartition(":")
+    if not sep:
+        return text, default_system
+    if not name or not system:
+        raise ValueError(f"--paired {text!r}: expected ROW or ROW:SYSTEM")
+    return name, system
+
+
+def paired_records(rows: list[ExpRow], pairs: list[tuple[str, str]], default_system: str,
+                   bootstrap: tuple[int, int]) -> list[dict]:
+    """One record per ``(A, B)`` of ``pairs``: the average EM of A minus that of B on the same questions,
+    with its 95% paired bootstrap interval (:func:`searchr2.stats.paired_difference`). Each side is a row
+    name, optionally with ``:system``. A side whose metrics hold no per-question scores (a run made before
+    they were recorded, or a summary-only row) is an error naming it."""
+    def side(text: str):
+        name, system = parse_side(text, default_system)
+        found = [r for r in rows if matches(r, name)]
+        if not found:
+            raise ValueError(f"--paired: no finished experiment named {name}; have: "
+                             f"{', '.join(r.name for r in rows) or 'none'}")
+        row = found[0]
+        scores = scores_by_set(row.metrics or {}, system)
+        if scores is None:
+            raise ValueError(f"--paired: {name} has no per-question scores of {system} (em_by_question in "
+                             f"{METRICS_FILE}, written since the paired comparisons exist); rerun its metrics stage")
+        return f"{row.name}: {SYSTEM_LABELS.get(system, system)}", scores
+
+    out = []
+    for a, b in pairs:
+        (label_a, sa), (label_b, sb) = side(a), side(b)
+        try:
+            d = paired(sa, sb, bootstrap)
+        except ValueError as e:
+            raise ValueError(f"--paired {a} {b}: {e}") from e
+        out.append({"a": label_a, "b": label_b, **d})
+    return out
+
+
+def paired_markdown(records: list[dict], bootstrap: tuple[int, int]) -> str:
+    body = [[r["a"], r["b"], f"{r['diff']:+.1f}", interval_text(r["ci95"]), str(r["a_better"]), str(r["b_better"]),
+             str(sum(r["n"].values()))] for r in records]
+    return (f"\nPaired differences of average EM (A − B, the same questions; 95% percentile bootstrap over "
+            f"questions within sets, {bootstrap[0]} resamples, seed {bootstrap[1]}):\n\n"
+            + markdown_table(["A", "B", "Δ avg EM", "95% CI", "only A right", "only B right", "questions"], body))
+
+
 def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str) -> str:
     grouped = "over" in result
     keys = result["keys"]
@@ -542,6 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", nargs="+", metavar="FIELD", default=[],
                     help="more columns: the mean over the seven sets of another per-set metric "
                          "(searches, turns, f1, cover_em, answered)")
+    ap.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
+                    help="also the paired difference of average EM, A minus B, on the same questions, with its "
+                         "95%% bootstrap interval; A and B are row names, each optionally ROW:SYSTEM (default "
+                         "--system), e.g. --paired search-r2 search-r1 or --paired workspace:agent_rl "
+                         "workspace:agent_sft (repeatable)")
+    ap.add_argument("--bootstrap", nargs=2, type=int, default=[2000, 0], metavar=("SAMPLES", "SEED"),
+                    help="resamples and seed of the paired intervals (default 2000 0, as evaluate.bootstrap_*)")
     ap.add_argument("--md", metavar="PATH", help="write the Markdown table here (it is always printed)")
     ap.add_argument("--csv", metavar="PATH", help="write the CSV here")
     ap.add_argument("--png", metavar="PATH", help="bar chart of the averages (± std when grouped)")
@@ -572,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shown:
             raise ValueError("no finished experiment or baseline to show")
         for r in shown:
-            # --also needs the whole file; only for a run with a summary (else it may be an older run's)
-            if args.also and r.metrics is not None and not r.full and (full := load_full_metrics(r)) is not None:
+            # --also and --paired need the whole file; only for a run with a summary (else it may be an older run's)
+            if ((args.also or args.paired) and r.metrics is not None and not r.full
+                    and (full := load_full_metrics(r)) is not None):
                 r.metrics, r.full = full, True
             if r.kind != "workspace":
                 continue
@@ -588,10 +647,13 @@ def main(argv: list[str] | None = None) -> int:
         also = tuple(args.also)
         result = (aggregate(shown, args.system, tuple(args.group_over), ignore, also) if args.group_over
                   else table(shown, args.system, ignore, also))
+        pairs = paired_records(shown, [tuple(p) for p in args.paired], args.system, tuple(args.bootstrap))
     except (ValueError, RuntimeError, OSError) as e:
         print(f"[experiments] error: {e}", file=sys.stderr)
         return 2
     md = to_markdown(result, args.system, unfinished, source)
+    if pairs:
+        md += paired_markdown(pairs, tuple(args.bootstrap))
     print(md, end="")
     _write(args.md, md)
     _write(args.csv, to_csv(result))

@@ -17,14 +17,39 @@ from pathlib import Path
 from searchr2.io import atomic_file
 from searchr2.paths import MODEL_NAMES
 from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SET_LABELS, SETS, TABLE2, PublishedRow
+from searchr2.stats import decode_scores, interval_text, paired_difference
 
 SYSTEM_LABELS = {
     "direct": "Direct (base model)",
     "rag": "RAG (base model)",
+    "direct_tagged": "Direct, tagged answer (base model)",
+    "rag_tagged": "RAG, tagged answer (base model)",
     "agent_base": "agent, base model",
     "agent_sft": "agent, SFT warm-up",
     "agent_rl": "agent, after RL",
 }
+#: the paired differences the report prints, when both systems were evaluated: each step of the pipeline
+REPORT_PAIRS = (("rag", "direct"), ("agent_sft", "agent_base"), ("agent_rl", "agent_sft"), ("agent_rl", "rag"))
+
+
+def ladder_rung(refiner_enabled: bool, process_reward: bool, refiner_weight: float) -> str:
+    """The paper's row (Table 2 / the Table 8 ladder, docs/method.md#ablation-ladder) that an RL run with
+    these settings reproduces; a combination outside the ladder says so."""
+    if not refiner_enabled:
+        return "Search-R1" if not process_reward else "none (Search-R1 with the process reward: not a rung)"
+    if refiner_weight == 0:
+        return "+ Meta-Refiner" if not process_reward else "+ Meta-Refiner + process reward"
+    return "Search-R2" if process_reward else "none (Search-R2 without the process reward: not a rung)"
+
+
+def paper_rows(rl_rung: str) -> dict[str, str]:
+    """Which published row each system corresponds to (``rl_rung``: :func:`ladder_rung` of the run)."""
+    return {"direct": "Direct inference", "rag": "RAG",
+            "direct_tagged": "none (extra: Direct asked for answer tags)",
+            "rag_tagged": "none (extra: RAG asked for answer tags)",
+            "agent_base": "none (the agent before any training)",
+            "agent_sft": "none (the warm-up RL starts from; the paper's SFT row fine-tunes on answers only)",
+            "agent_rl": rl_rung}
 #: the RL curves drawn in the report, when the run logged them
 RL_CURVES = ("reward", "em", "kl", "acceptance_rate", "response_tokens", "val_em")
 
@@ -47,8 +72,10 @@ def system_rows(metrics: dict, sets: tuple[str, ...] = SETS) -> list[dict]:
         em = [per_set[s]["em"] if isinstance(per_set.get(s), dict) and "em" in per_set[s] else None for s in sets]
         missing = [s for s, v in zip(sets, em) if v is None]
         n = sorted({per_set[s].get("n") for s in sets if isinstance(per_set.get(s), dict)} - {None})
+        ci = per_set.get("avg", {}).get("em_ci95") if isinstance(per_set.get("avg"), dict) else None
         rows.append({"system": system, "label": SYSTEM_LABELS.get(system, system), "em": em,
-                     "avg": None if missing else sum(em) / len(em), "missing": missing, "n": n})
+                     "avg": None if missing else sum(em) / len(em), "missing": missing, "n": n,
+                     "ci95": None if missing else ci})
     return rows
 
 
@@ -58,12 +85,51 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_table(rows: list[dict]) -> str:
+def run_table(rows: list[dict], paper: dict[str, str] | None = None) -> str:
+    """This run's EM table: per set, the average and its 95% interval over questions, and (``paper``:
+    :func:`paper_rows`) the published row each system stands for."""
     body = []
     for r in rows:
         avg = fmt_cell(r["avg"]) if r["avg"] is not None else f"– (missing: {', '.join(r['missing'])})"
-        body.append([r["label"], *map(fmt_cell, r["em"]), avg])
-    return markdown_table(["system", *SET_LABELS, "avg"], body)
+        row = [r["label"], *map(fmt_cell, r["em"]), avg, interval_text(r.get("ci95"))]
+        body.append(row + ([paper.get(r["system"], "none")] if paper is not None else []))
+    return markdown_table(["system", *SET_LABELS, "avg", "95% CI", *(["paper row"] if paper is not None else [])],
+                          body)
+
+
+def scores_by_set(metrics: dict, system: str, sets: tuple[str, ...] = SETS) -> tuple[dict, dict] | None:
+    """``system``'s per-question EMs per set and its question digests, or None when any set lacks them."""
+    per_set = metrics.get(system)
+    if not isinstance(per_set, dict) or any(not isinstance(per_set.get(s), dict)
+                                            or "em_by_question" not in per_set[s] for s in sets):
+        return None
+    return ({s: decode_scores(per_set[s]["em_by_question"], f"{system}.{s}.em_by_question") for s in sets},
+            {s: per_set[s].get("questions_sha") for s in sets})
+
+
+def paired(a: tuple[dict, dict], b: tuple[dict, dict], bootstrap: tuple[int, int]) -> dict:
+    """:func:`searchr2.stats.paired_difference` of two :func:`scores_by_set` results, refused when the
+    question digests show that they were not scored on the same questions."""
+    differ = [s for s in a[1] if a[1][s] != b[1].get(s)]
+    if differ:
+        raise ValueError(f"not the same questions in {', '.join(differ)}: a paired comparison needs them equal")
+    return paired_difference(a[0], b[0], *bootstrap)
+
+
+def paired_table(metrics: dict, pairs: tuple[tuple[str, str], ...], bootstrap: tuple[int, int]) -> str:
+    """Paired differences of average EM between systems of one run (those of ``pairs`` evaluated)."""
+    body = []
+    for a, b in pairs:
+        sa, sb = scores_by_set(metrics, a), scores_by_set(metrics, b)
+        if sa is None or sb is None:
+            continue
+        d = paired(sa, sb, bootstrap)
+        body.append([f"{SYSTEM_LABELS.get(a, a)} − {SYSTEM_LABELS.get(b, b)}", f"{d['diff']:+.1f}",
+                     interval_text(d["ci95"]), str(d["a_better"]), str(d["b_better"])])
+    if not body:
+        return ""
+    return markdown_table(["comparison (same questions)", "Δ avg EM", "95% CI", "only first right",
+                           "only second right"], body)
 
 
 def published_table(rows: tuple[PublishedRow, ...]) -> str:
@@ -111,9 +177,11 @@ def _pipeline_order(item) -> tuple:
 
 
 def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,
-                 corpus_label: str) -> dict:
+                 corpus_label: str, rl_rung: str = "Search-R2", bootstrap: tuple[int, int] = (2000, 0)) -> dict:
     """Write ``out_md``, ``assets/em.csv``, ``assets/em_by_set.png`` and (when the rl run logged
-    curves) ``assets/rl_curves.png``. Returns what was written and which rows had missing cells."""
+    curves) ``assets/rl_curves.png``. ``rl_rung``: the paper row the RL run reproduces
+    (:func:`ladder_rung`); ``bootstrap``: samples and seed of the paired intervals. Returns what was
+    written and which rows had missing cells."""
     from searchr2.curves import plot_curves, read_curves
 
     rows = system_rows(metrics)
@@ -136,9 +204,16 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
     parts = [
         f"# Results: profile `{profile}`\n\n",
         f"## This run\n\nEM ×100 per set, greedy, Actor only; {corpus_label}; "
-        f"{'/'.join(map(str, n)) or '?'} questions per set.\n\n",
-        run_table(rows),
+        f"{'/'.join(map(str, n)) or '?'} questions per set. The 95% CI is a bootstrap over questions "
+        "(resampled within each set) of the average; the paper row is the published row each system "
+        "stands for.\n\n",
+        run_table(rows, paper_rows(rl_rung)),
     ]
+    pairs = paired_table(metrics, REPORT_PAIRS, bootstrap)
+    if pairs:
+        parts += ["\nPaired differences on the same questions (first system minus second, average EM; the "
+                  "interval resamples questions, so a difference whose interval excludes 0 is unlikely to be "
+                  "luck of the draw):\n\n", pairs]
     if any(r["missing"] for r in rows):
         parts.append("\nA `–` is a set this run did not evaluate for that system; its average is left out.\n")
     if "refiner" in metrics:

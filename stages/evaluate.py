@@ -4,7 +4,8 @@
 
 One stage per model (dvc.yaml's `foreach`), so an experiment that changes only the RL model
 re-evaluates only `evaluate@rl`. The systems are those of `evaluate.systems` that answer with this
-model: `direct`, `rag` and `agent_base` with the base model, `agent_sft`, `agent_rl`.
+model: `direct`, `rag` (answer-only, the paper's rows), `direct_tagged`, `rag_tagged` and `agent_base`
+with the base model, `agent_sft`, `agent_rl`.
 
 Reads the test sets (data/qa/<dataset>/test.jsonl, or dev where a set has no test split), the index of
 `retrieval.method` (data/index/) and the model (data/models/<model>); not the warm-up data (the
@@ -16,9 +17,9 @@ Stage `metrics` merges the models' files into results/metrics.json.
 """
 from pathlib import Path
 
-from searchr2.baselines import answer_direct, answer_rag
+from searchr2.baselines import answer_baseline
 from searchr2.data import load_eval_set
-from searchr2.evaluation import greedy, run_system, system_model
+from searchr2.evaluation import BASELINES, greedy, run_system, system_model
 from searchr2.io import atomic_dir, write_json, write_jsonl
 from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
@@ -37,10 +38,12 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
     model, tok = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device)), load_tokenizer(path)
     metrics, timing = {}, {}
     for system in systems:
-        answer = {
-            "direct": lambda qs: answer_direct(model, tok, qs, cfg),
-            "rag": lambda qs: answer_rag(model, tok, retriever, qs, cfg),
-        }.get(system, lambda qs: rollout(model, tok, retriever, qs, cfg))
+        if system in BASELINES:
+            def answer(qs, system=system):
+                return answer_baseline(system, model, tok, retriever, qs, cfg)
+        else:
+            def answer(qs):
+                return rollout(model, tok, retriever, qs, cfg)
         rows, metrics[system], timing[system] = run_system(answer, sets, tok, p.evaluate.chunk_size, system)
         for name, set_rows in rows.items():
             write_jsonl(out / "predictions" / system / f"{name}.jsonl", set_rows)

@@ -6,7 +6,7 @@ results/report/rl_curves.png. Cheap (seconds): it reruns whenever the metrics do
 """
 from searchr2.params import load_params
 from searchr2.paths import METRICS_JSON, RESULTS
-from searchr2.report import write_report
+from searchr2.report import ladder_rung, write_report
 from searchr2.stage import read_stage_json, run_stage
 
 
@@ -20,8 +20,9 @@ def corpus_label(p) -> str:
 def main():
     p = load_params()
     metrics = read_stage_json(METRICS_JSON, "metrics")
+    rung = ladder_rung(p.refiner.enabled, p.reward.process, p.rl.refiner_weight)
     done = write_report(metrics, RESULTS / "rl", RESULTS / "report.md", RESULTS / "report", p.profile,
-                        corpus_label(p))
+                        corpus_label(p), rung, (p.evaluate.bootstrap_samples, p.evaluate.bootstrap_seed))
     for system, missing in done["incomplete"].items():
         print(f"[report] {system}: no EM for {', '.join(missing)} (shown as '–', no average)")
 

@@ -4,9 +4,11 @@ import json
 import pytest
 import torch
 
-from searchr2.baselines import answer_direct, answer_rag
+from searchr2.baselines import answer_baseline, answer_direct, answer_rag, reply_prediction
 from searchr2.data import eval_split_path, load_eval_set
-from searchr2.evaluation import EvalConfig, average, merge_model_results, summarize, run_system, set_scores, system_model
+from searchr2.evaluation import (EvalConfig, average, merge_model_results, run_system, set_scores, summarize,
+                                 system_model, with_intervals)
+from searchr2.stats import questions_digest
 from searchr2.io import InputError
 from searchr2.models import ModelConfig, TinyModelConfig, load_model, load_tokenizer, materialize_base_model
 from searchr2.rollout import RolloutConfig, Trajectory
@@ -55,6 +57,22 @@ def test_summary_scores_are_percent_and_average_is_unweighted():
     assert summary["a"]["searches"] == 2 and summary["a"]["answered"] == 1.0
     assert rows["a"][1]["prediction"] == "1902" and rows["a"][1]["em"] == 0.0
     assert timing["questions"] == 3 and timing["generated_tokens"] == 6
+    # per-question scores for the intervals and paired comparisons, tied to the questions asked
+    assert summary["a"]["em_by_question"] == "10" and summary["b"]["em_by_question"] == "1"
+    assert summary["a"]["questions_sha"] == questions_digest(["1", "2"]) != summary["b"]["questions_sha"]
+
+
+def test_intervals_are_added_from_the_per_question_scores():
+    per_set = {"a": {"em": 50.0, "n": 4, "em_by_question": "1100"}, "b": {"em": 100.0, "n": 2, "em_by_question": "11"},
+               "avg": {"em": 75.0}}
+    out = with_intervals(per_set, 500, 0)
+    assert out["b"]["em_ci95"] == [100.0, 100.0] and out["a"]["em_ci95"][0] < 50.0 < out["a"]["em_ci95"][1]
+    assert out["avg"]["em_ci95"][0] < 75.0 < out["avg"]["em_ci95"][1] and out["avg"]["em"] == 75.0
+    assert "em_ci95" not in per_set["a"]                       # the input is left as it was
+    old = {"a": {"em": 50.0, "n": 4}, "avg": {"em": 50.0}}     # scored before per-question scores were kept
+    assert with_intervals(old, 500, 0) == old
+    with pytest.raises(ValueError, match=r"a.em_by_question: expected a string of 0 and 1"):
+        with_intervals({"a": {"em": 50.0, "em_by_question": "1x"}}, 10, 0)
 
 
 def test_the_sets_are_pooled_into_chunks_and_split_back():
@@ -79,7 +97,7 @@ def test_the_sets_are_pooled_into_chunks_and_split_back():
 
 
 def test_no_answer_scores_zero():
-    row = {"prediction": None, "em": 0.0, "f1": 0.0, "cover_em": 0.0, "searches": [], "turns": 5}
+    row = {"id": "q1", "prediction": None, "em": 0.0, "f1": 0.0, "cover_em": 0.0, "searches": [], "turns": 5}
     assert set_scores([row])["answered"] == 0.0 and average({"x": set_scores([row])})["em"] == 0.0
 
 
@@ -160,6 +178,34 @@ def test_direct_and_rag_answer_in_one_turn(tiny):
         prompt = tok.decode(t.token_ids[:t.prompt_len])
         assert "Doc 1(Title: Page 0) Text about" in prompt and q in prompt
         assert t.turns == 1 and len(t.documents) == 1 and sum(t.loss_mask[:t.prompt_len]) == 0
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Lake Geneva", "Lake Geneva"), ("  Lake Geneva.  \nIt is in Switzerland.", "Lake Geneva."),
+    ("\n\n  1987\n", "1987"), ("", None), (" \n\t\n", None), ("<answer>Paris</answer>", "<answer>Paris</answer>"),
+])
+def test_the_plain_reply_s_first_line_is_the_prediction(reply, expected):
+    assert reply_prediction(reply) == expected
+
+
+@pytest.mark.parametrize("system", ["direct", "rag", "direct_tagged", "rag_tagged"])
+def test_answer_only_baselines_predict_the_reply_and_tagged_ones_the_tags(tiny, system):
+    from searchr2.protocol import extract_answer
+
+    model, tok = tiny
+    cfg = RolloutConfig(max_new_tokens=12, do_sample=False)
+    qs = ["who founded orvane bay", "when was mira tesk born"]
+    trajs = answer_baseline(system, model, tok, FakeRetriever(), qs, cfg)
+    for t in trajs:
+        prompt = tok.decode(t.token_ids[:t.prompt_len])
+        assert ("<answer>" in prompt) == system.endswith("_tagged")
+        assert ("Documents:" in prompt) == system.startswith("rag")
+        reply = [i for i, m in zip(t.token_ids, t.loss_mask) if m]
+        assert len(reply) == len(t.token_ids) - t.prompt_len and reply      # the whole turn is the reply
+        if system.endswith("_tagged"):
+            assert t.answer == extract_answer(t.generated_text(tok))
+        else:
+            assert t.answer == reply_prediction(tok.decode(reply, skip_special_tokens=True))
 
 
 def test_refiner_heldout_file_is_validated_and_scored(tiny, tmp_path):

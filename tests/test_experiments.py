@@ -288,3 +288,43 @@ def test_main_marks_a_stale_workspace_of_a_real_dvc_repo(tmp_path, monkeypatch, 
     assert workspace["avg"] == "10" and workspace["stale"] == "score"
     out = capsys.readouterr().out
     assert "| workspace (stale: score) | 10.0 |" in out and "score: params.yaml:rl.seed modified" in out
+
+
+def _scored(em_strings: dict, system="agent_rl", sha="q"):
+    """Metrics of ``system`` with per-question scores (one 0/1 string per set) as stage metrics writes them."""
+    per_set = {s: {"em": 100 * t.count("1") / len(t), "n": len(t), "em_by_question": t, "questions_sha": f"{sha}{s}"}
+               for s, t in em_strings.items()}
+    avg = sum(v["em"] for v in per_set.values()) / len(per_set)
+    return {system: {**per_set, "avg": {"em": avg}}}
+
+
+def test_paired_difference_between_experiments_and_between_systems(tmp_path, capsys):
+    strong = {s: "1" * 12 + "0" * 8 for s in SETS}
+    weak = {s: "1" * 8 + "0" * 12 for s in SETS}
+    both = {**_scored(strong), **_scored(weak, "agent_sft")}
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(_show([_exp("10" + "0" * 38, "weak", _with(rl__seed=1), _scored(weak))],
+                                    base_metrics=both)))
+    assert ex.main(["--json", str(src), "--paired", "main", "weak", "--paired", "main:agent_rl",
+                    "main:agent_sft"]) == 0
+    out = capsys.readouterr().out
+    assert "Paired differences of average EM (A − B" in out
+    assert "| main@aaaaaaa: agent, after RL | weak: agent, after RL | +20.0 | [" in out
+    assert "| main@aaaaaaa: agent, after RL | main@aaaaaaa: agent, SFT warm-up | +20.0 | [" in out
+    assert out.count("| 28 | 0 | 140 |") == 2              # 4 more right in each of the 7 sets, none fewer
+
+
+def test_paired_refuses_other_questions_and_runs_without_scores(tmp_path, capsys):
+    strong = {s: "1" * 12 + "0" * 8 for s in SETS}
+    src = tmp_path / "show.json"
+    src.write_text(json.dumps(_show([_exp("10" + "0" * 38, "other", _with(rl__seed=1), _scored(strong, sha="z")),
+                                     _exp("20" + "0" * 38, "old", _with(rl__seed=2), _metrics([10] * 7))],
+                                    base_metrics=_scored(strong))))
+    assert ex.main(["--json", str(src), "--paired", "main", "other"]) == 2
+    assert "--paired main other: not the same questions in nq" in capsys.readouterr().err
+    assert ex.main(["--json", str(src), "--paired", "main", "old"]) == 2
+    assert "old has no per-question scores of agent_rl" in capsys.readouterr().err
+    assert ex.main(["--json", str(src), "--paired", "main", "nope"]) == 2
+    assert "no finished experiment named nope" in capsys.readouterr().err
+    assert ex.main(["--json", str(src), "--paired", "main", ":x"]) == 2
+    assert "expected ROW or ROW:SYSTEM" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import ENV
 from searchr2.published import LADDER_7B, SEARCH_R1_PPO, SETS, TABLE2
-from searchr2.report import published_table, run_csv, run_table, system_rows, write_report
+from searchr2.report import (ladder_rung, paired_table, published_table, run_csv, run_table, system_rows,
+                             write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,3 +86,31 @@ def test_stage_names_a_broken_metrics_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stages.report"], cwd=tmp_path, capture_output=True, text=True,
                           env={**ENV, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2 and "results/metrics.json: missing; run `dvc repro metrics`" in proc.stderr
+
+
+@pytest.mark.parametrize("enabled, process, weight, rung", [
+    (False, False, 1.0, "Search-R1"), (True, False, 0.0, "+ Meta-Refiner"),
+    (True, True, 0.0, "+ Meta-Refiner + process reward"), (True, True, 1.0, "Search-R2"),
+    (True, False, 0.5, "none (Search-R2 without the process reward: not a rung)"),
+    (False, True, 1.0, "none (Search-R1 with the process reward: not a rung)"),
+])
+def test_the_rl_run_is_named_by_its_rung_of_the_ladder(enabled, process, weight, rung):
+    assert ladder_rung(enabled, process, weight) == rung
+
+
+def test_report_names_paper_rows_intervals_and_paired_differences(tmp_path):
+    metrics = _metrics({"direct": [0.0] * 7, "rag": [10.0] * 7})
+    for name, scores in (("direct", "0" * 20), ("rag", "1" * 2 + "0" * 18)):
+        for s in SETS:
+            metrics[name][s].update(em_by_question=scores, questions_sha="same")
+        metrics[name]["avg"]["em_ci95"] = [5.0, 15.0]
+    write_report(metrics, None, tmp_path / "r.md", tmp_path / "a", "embedded", "world", "Search-R1", (500, 0))
+    text = (tmp_path / "r.md").read_text()
+    assert "| avg | 95% CI | paper row |" in text
+    assert "| RAG (base model) | 10.0 |" in text and "| [5.0, 15.0] | RAG |" in text
+    assert "| Direct (base model) |" in text and "| Direct inference |" in text
+    assert "| RAG (base model) − Direct (base model) | +10.0 | [" in text and "| 14 | 0 |" in text
+    metrics["rag"]["nq"]["questions_sha"] = "other"
+    with pytest.raises(ValueError, match="not the same questions in nq"):
+        paired_table(metrics, (("rag", "direct"),), (100, 0))
+    assert paired_table(_metrics({"rag": [1.0] * 7}), (("rag", "direct"),), (100, 0)) == ""
