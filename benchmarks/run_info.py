@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def model_label(model: Path) -> str:
-    """The model directory relative to the repository when it lies inside it, else its absolute path."""
-    model = Path(model).resolve()
+    """The model directory relative to the repository when it lies inside it (as named: a symlinked
+    ``data/`` stays ``data/...``), else its absolute path."""
+    model = Path(os.path.abspath(model))
     return str(model.relative_to(ROOT)) if model.is_relative_to(ROOT) else str(model)
 
 

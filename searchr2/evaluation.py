@@ -39,12 +39,16 @@ class EvalConfig:
     """What the evaluate stage scores (greedy, the Actor alone, EM / F1 / cover-EM per eval set), and on how
     many questions (the ``evaluate`` params section)."""
 
-    max_questions: int | None = 20   # first N questions of each eval set (deterministic); null = the whole set
-    systems: tuple[str, ...] = ("direct", "rag", "agent_base", "agent_sft", "agent_rl")  # or agent_<model>
+    max_questions: int | None = 60   # first N questions of each eval set (deterministic); null = the whole set
+    systems: tuple[str, ...] = ("direct", "rag", "agent_sft", "agent_rl")  # also direct_tagged, rag_tagged,
+                                     # agent_base (docs/method.md#evaluation)
     chunk_size: int = 256            # questions handed to the engine at once, the sets pooled in their order
                                      # (progress granularity; the engine batches them by rollout.batch_size)
     device: str = "cpu"              # cpu | cuda | auto
-    dtype: str = "float32"           # float32 | bfloat16 | float16 (bf16 on GPU)
+    dtype: str = "auto"              # auto | float32 | bfloat16 | float16. auto: bfloat16 where the device has
+                                     # native bf16 matmuls (CPU with AMX or AVX512-BF16, CUDA), else float32
+                                     # (searchr2.models.resolve_dtype; measured in docs/measurements.md,
+                                     # "Evaluation in bfloat16")
     bootstrap_samples: int = 2000    # resamples of the questions for the 95% intervals (stage metrics;
                                      # searchr2/stats.py)
     bootstrap_seed: int = 0          # seed of those resamples

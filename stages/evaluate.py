@@ -11,7 +11,7 @@ Reads the test sets (data/qa/<dataset>/test.jsonl, or dev where a set has no tes
 `retrieval.method` (data/index/) and the model (data/models/<model>); not the warm-up data (the
 model's Meta-Refiner is scored by stage `evaluate_refiner@<model>`). Writes results/eval/<model>/:
   metrics.json                          EM, F1 and cover-EM ×100 per set and on average, per system
-  timing.json                           throughput per system
+  timing.json                           throughput per system, and the dtype and device used
   predictions/<system>/<dataset>.jsonl  one row per question
 Stage `metrics` merges the models' files into results/metrics.json.
 """
@@ -21,7 +21,7 @@ from searchr2.baselines import answer_baseline
 from searchr2.data import load_eval_set
 from searchr2.evaluation import BASELINES, greedy, run_system, system_model
 from searchr2.io import atomic_dir, write_json, write_jsonl
-from searchr2.models import load_model, load_tokenizer, pick_device
+from searchr2.models import load_model, load_tokenizer, pick_device, resolve_dtype
 from searchr2.params import load_params
 from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, model_dir
 from searchr2.retrieval import load_retriever
@@ -34,8 +34,9 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
     cfg = greedy(p.rollout)
     sets = {name: load_eval_set(QA_DIR, name, p.evaluate.max_questions) for name in p.data.test_sets}
     retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
-    path = model_dir(model_name)
-    model, tok = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device)), load_tokenizer(path)
+    path, device = model_dir(model_name), pick_device(p.evaluate.device)
+    dtype = resolve_dtype(p.evaluate.dtype, device)       # evaluate.dtype auto: bf16 where the CPU/GPU has it
+    model, tok = load_model(path, dtype, device), load_tokenizer(path)
     metrics, timing = {}, {}
     for system in systems:
         if system in BASELINES:
@@ -45,6 +46,7 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
             def answer(qs):
                 return rollout(model, tok, retriever, qs, cfg)
         rows, metrics[system], timing[system] = run_system(answer, sets, tok, p.evaluate.chunk_size, system)
+        timing[system].update(dtype=dtype, device=device)
         for name, set_rows in rows.items():
             write_jsonl(out / "predictions" / system / f"{name}.jsonl", set_rows)
     return metrics, timing

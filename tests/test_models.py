@@ -138,3 +138,22 @@ def test_deepspeeds_no_gpu_notice_is_dropped_and_its_other_messages_kept():
         logger.removeHandler(recorder)
         logger.filters[:] = kept_filters
         probe.ds_accelerator = kept_accelerator
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bfloat16"), (False, True, "bfloat16"),
+                                                         (False, False, "float32")])
+def test_auto_dtype_is_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, amx, avx512_bf16, expected):
+    from searchr2.models import resolve_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert resolve_dtype("auto", "cpu") == expected
+    assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
+
+
+def test_auto_dtype_loads_the_model_in_the_resolved_dtype(tiny_dir, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert next(load_model(tiny_dir, "auto").parameters()).dtype == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert next(load_model(tiny_dir, "auto").parameters()).dtype == torch.bfloat16
