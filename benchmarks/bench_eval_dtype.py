@@ -26,8 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.profile_rl import lscpu  # noqa: E402
-from benchmarks.run_info import loadavg_fields, model_label, write_result  # noqa: E402
+from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_label, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,10 +108,8 @@ def main(argv: list[str] | None = None) -> None:
               "reference": ref, "arms": arms, **loadavg_fields(load_before)}
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     write_result(out, result)
-    cpu = result["cpu"]
-    md = [f"# {args.name}", "", f"{cpu.get('model')} ({cpu.get('cpus')} CPUs; {', '.join(cpu.get('flags_of_note', []))}), "
-          f"torch {torch.__version__}, {args.threads} threads; model {result['model']}; {n} questions "
-          f"({args.questions} per set); load before {result['loadavg_before']}, after {result['loadavg_after']}", "",
+    md = [*markdown_head(args.name, result, torch.__version__, args.threads,
+                         f"model {result['model']}; {n} questions ({args.questions} per set)"),
           "| dtype | seconds (each run) | q/s (best) | x ref | avg EM | 95% CI | Δ vs ref (paired 95% CI) | "
           "same predictions | same trajectories |", "|---|---|---:|---:|---:|---|---|---:|---:|"]
     for dtype, a in arms.items():

@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.profile_rl import ARMS, engine, lscpu, rollout_config  # noqa: E402
-from benchmarks.run_info import loadavg_fields, model_label, write_result  # noqa: E402
+from benchmarks.profile_rl import ARMS, engine, rollout_config  # noqa: E402
+from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_label, write_result  # noqa: E402
 
 
 
@@ -156,10 +156,7 @@ def main() -> None:
     result.update(loadavg_fields(load_before))
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     write_result(out, result)
-    cpu = result["cpu"]
-    md = [f"# {args.name}", "", f"{cpu.get('model')} ({cpu.get('cpus')} CPUs; {', '.join(cpu.get('flags_of_note', []))}), "
-          f"torch {torch.__version__}, {args.threads} threads; load before {result['loadavg_before']}, after "
-          f"{result['loadavg_after']}", ""]
+    md = markdown_head(args.name, result, torch.__version__, args.threads)
     if "rl" in result:
         r = result["rl"]
         md += [f"RL step ({r['questions_per_step']} questions x {r['group_size']}), mean of {r['steps']} steps: "

@@ -42,7 +42,6 @@ import dataclasses
 import functools
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -52,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run_info import loadavg_fields, model_label, write_result  # noqa: E402
+from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_label, write_result  # noqa: E402
 
 
 ARMS = ("before", "after")
@@ -248,17 +247,6 @@ def bound_share(prof: Profile, phase: str, bounds: dict) -> dict:
             "bound_seconds": round(ideal, 2), "share_of_bound": round(ideal / wall, 3)}
 
 
-def lscpu() -> dict:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    return {"model": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
-            "flags_of_note": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]}
-
-
 def table(prof: Profile, phases: tuple[str, ...]) -> list[str]:
     lines = ["| phase | section | seconds | share of phase | calls |", "|---|---|---:|---:|---:|"]
     for phase in phases:
@@ -373,10 +361,7 @@ def main() -> None:
         **loadavg_fields(load_before)}
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     write_result(out, result)
-    cpu = result["cpu"]
-    md = [f"# {args.name}", "", f"{cpu.get('model')} ({cpu.get('cpus')} CPUs; {', '.join(cpu.get('flags_of_note', []))}), "
-          f"torch {torch.__version__}, {args.threads} threads; load before {result['loadavg_before']}, "
-          f"after {result['loadavg_after']}", "",
+    md = [*markdown_head(args.name, result, torch.__version__, args.threads),
           f"RL step {args.step}: {step_seconds:.1f} s ({cfg.questions_per_step} questions x {cfg.group_size}, "
           f"{len(sequences)} update rows, {result['sequence_tokens']} tokens)."
           + (f" Agent evaluation: {eval_result['questions']} questions in {eval_result['seconds']} s "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +87,24 @@ def run_worker(script: str, argv: list[str], result_path: Path, log_path: Path) 
     result.update(maxrss_mb=round(usage.ru_maxrss / 1024, 1), peak_tree_rss_mb=round(peak / 2**20, 1),
                   child_wall_seconds=round(time.perf_counter() - t0, 2))
     return result
+
+
+def lscpu() -> dict:
+    """The processor's model name, CPU count and the vector flags that decide these benchmarks' speed."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    return {"model": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
+            "flags_of_note": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]}
+
+
+def markdown_head(name: str, result: dict, torch_version: str, threads: int, details: str = "") -> list[str]:
+    """The first lines of a result's Markdown: its name, then the processor (``result["cpu"]``, from
+    :func:`lscpu`), torch, threads, ``details`` and the load averages around the timed part."""
+    cpu = result.get("cpu") or {}
+    return [f"# {name}", "", f"{cpu.get('model')} ({cpu.get('cpus')} CPUs; {', '.join(cpu.get('flags_of_note', []))}), "
+            f"torch {torch_version}, {threads} threads; {details + '; ' if details else ''}load before "
+            f"{result['loadavg_before']}, after {result['loadavg_after']}", ""]
