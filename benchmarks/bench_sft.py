@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sft.py                                  # freeze 0 and 10, data/models/base
     python benchmarks/bench_sft.py --freeze 0 10 20 --steps 3 --threads 2
+    python benchmarks/bench_sft.py --freeze 10 --precision fp32 bf16   # autocast (sft.mixed_precision)
 
 Each configuration loads the base model afresh and runs the trainer's own step (``searchr2.sft``:
 ``freeze_bottom``, ``MaskedLMLoss``, ``backward_step``, gradient clipping, AdamW) on synthetic records
@@ -48,10 +49,12 @@ def synthetic_records(n: int, tokens: int, vocab: int, seed: int):
     return records
 
 
-def bench(base: Path, freeze: int, args) -> dict:
+def bench(base: Path, freeze: int, precision: str, args) -> dict:
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    from searchr2.distributed import accelerate_precision
     from searchr2.models import load_model
     from searchr2.sft import MaskedLMLoss, MicroBatches, backward_step
     from searchr2.training import freeze_bottom, plan_micro_batches
@@ -65,7 +68,9 @@ def bench(base: Path, freeze: int, args) -> dict:
     records = synthetic_records(args.micro_batches * (args.steps + 1) * 4, args.tokens, lm.config.vocab_size, 0)
     batches = MicroBatches(records, plan_micro_batches([len(r) for r in records], args.micro_batch_tokens, 0), 0)
     batches.set_epoch(0)
-    accelerator = Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)    # the state is a process-wide singleton; each setting sets its own
+    accelerator = Accelerator(cpu=True, mixed_precision=accelerate_precision(precision))
+    model = accelerator.prepare(model)     # under mixed precision, wraps the forward in autocast as the trainer does
     stream = iter(range(len(batches)))
     timings = []
     for step in range(args.steps + 1):
@@ -76,12 +81,12 @@ def bench(base: Path, freeze: int, args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - start
-        print(f"  freeze {freeze} step {step}{' (warm-up)' if step == 0 else ''}: {stats['tokens']} tokens in "
+        print(f"  freeze {freeze} {precision} step {step}{' (warm-up)' if step == 0 else ''}: {stats['tokens']} tokens in "
               f"{seconds:.1f} s = {stats['tokens'] / seconds:.0f} tokens/s", file=sys.stderr, flush=True)
         if step:
             timings.append((seconds, stats["tokens"], stats["loss_tokens"]))
     seconds = sum(t for t, _, _ in timings)
-    return {"freeze_layers": freeze, "trainable_params": sum(p.numel() for p in params),
+    return {"freeze_layers": freeze, "mixed_precision": precision, "trainable_params": sum(p.numel() for p in params),
             "steps": len(timings), "micro_batches_per_step": args.micro_batches,
             "tokens": sum(n for _, n, _ in timings), "loss_tokens": sum(n for _, _, n in timings),
             "seconds": round(seconds, 2), "s_per_step": round(seconds / len(timings), 2),
@@ -93,6 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/base")
     parser.add_argument("--freeze", type=int, nargs="+", default=[0, 10])
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"],
+                        help="autocast settings to compare (sft.mixed_precision); fp32: none")
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per setting (after one warm-up)")
     parser.add_argument("--micro-batches", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--micro-batch-tokens", type=int, default=2048)
@@ -108,8 +115,10 @@ def main() -> None:
     load_before = os.getloadavg()
     results = []
     for freeze in args.freeze:
-        results.append(bench(args.model, freeze, args))
-        print(json.dumps(results[-1]), flush=True)
+        for precision in args.precision:
+            torch.manual_seed(0)
+            results.append(bench(args.model, freeze, precision, args))
+            print(json.dumps(results[-1]), flush=True)
     out = {"model": model_label(args.model), "threads": args.threads, "record_tokens": args.tokens,
            "micro_batch_tokens": args.micro_batch_tokens, "torch": torch.__version__, "machine": machine_line(),
            **loadavg_fields(load_before), "results": results}

@@ -1,5 +1,5 @@
-"""The rollout engine before and after the issue-17 speed work, in one run: one RL step and the agent
-evaluation, same weights, same questions, same seeds, and whether they produce the same tokens.
+"""The RL step and the agent evaluation before and after the issue-17 speed work, in one run: same
+weights, same questions, same seeds, and whether they produce the same tokens.
 
     python benchmarks/bench_speed.py                          # params.yaml, data/models/sft
     python benchmarks/bench_speed.py --steps 2 --eval-questions 20 --name speed
@@ -7,19 +7,21 @@ evaluation, same weights, same questions, same seeds, and whether they produce t
 The two arms differ only in the engine's speed features; everything else is ``params.yaml``:
 
 - ``before``: the engine as it was: Hugging Face's ``DynamicCache`` (copied whole at every decoded
-  token), no shared-prefix prefill (``rollout.share_prefix: false``), generation batches of 32, and
-  the evaluation answering one eval set at a time;
-- ``after``: the engine as it is: the in-place growing cache (:mod:`searchr2.kv_cache`), shared
-  prefixes fed once, ``rollout.batch_size`` from the params, and the eval sets pooled
-  (:func:`searchr2.evaluation.run_system`).
+  token), no shared-prefix prefill (``rollout.share_prefix: false``), generation batches of 32, the
+  evaluation answering one eval set at a time, and everything in float32;
+- ``after``: the code as it is: the in-place growing cache (:mod:`searchr2.kv_cache`), shared
+  prefixes fed once, ``rollout.batch_size`` from the params, the eval sets pooled
+  (:func:`searchr2.evaluation.run_system`), and the params' precisions as this machine resolves them:
+  ``rl.generate_dtype`` for generation (:class:`searchr2.rl.Generator`), ``rl.mixed_precision`` for
+  the update's autocast and the reference model, ``evaluate.dtype`` for the evaluated model.
 
 RL: each arm loads the model afresh from ``--model`` and runs steps 1..``--steps`` of stage ``rl``
 (:func:`searchr2.rl.rl_step` and :func:`searchr2.rl.update_policy`); the arms alternate step by step and
 the order turns round every step. Compared: seconds per step and per phase, and the update's rows
 (trajectories and refiner decisions): how many have identical token ids in both arms.
 Evaluation: greedy agent rollouts of the first ``--eval-questions`` questions of every eval set with
-the model as loaded; compared: questions/s, and how many trajectories (token ids) and predictions
-are identical. Results: ``benchmarks/results/<name>.json`` and ``.md``, with ``lscpu``'s model and flags.
+the model loaded in each arm's dtype; compared: questions/s, exact match, and how many trajectories
+(token ids) and predictions are identical. Results: ``benchmarks/results/<name>.json`` and ``.md``, with ``lscpu``'s model and flags.
 """
 from __future__ import annotations
 
@@ -39,20 +41,41 @@ from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_labe
 
 
 
-def rl_arm(p, model_dir: Path):
-    """A fresh policy, reference and optimizer from ``model_dir``, as stage rl sets them up."""
-    from searchr2.distributed import make_accelerator
+def precisions(p, arm: str) -> dict:
+    """(update autocast, generation dtype, evaluation dtype) of ``arm``: float32 throughout before, the
+    params as this machine resolves them after."""
+    from searchr2.distributed import resolve_precision
+    from searchr2.models import resolve_dtype
+
+    if arm == "before":
+        return {"mixed_precision": "fp32", "generate_dtype": "float32", "eval_dtype": "float32"}
+    return {"mixed_precision": resolve_precision(p.rl.mixed_precision, p.rl.device),
+            "generate_dtype": resolve_dtype(p.rl.generate_dtype, p.rl.device),
+            "eval_dtype": resolve_dtype(p.evaluate.dtype, p.evaluate.device)}
+
+
+def rl_arm(p, model_dir: Path, arm: str):
+    """A fresh policy, reference, optimizer and generating copy from ``model_dir``, as stage rl sets them up."""
+    from accelerate.state import AcceleratorState
+
+    from searchr2.distributed import make_accelerator, precision_dtype
     from searchr2.grpo import TokenLogProbs
     from searchr2.models import load_model
+    from searchr2.rl import Generator
     from searchr2.training import freeze_bottom, make_optimizer
 
-    cfg = p.rl
-    accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "rl")
+    cfg, prec = p.rl, precisions(p, arm)
+    # Accelerate keeps one process-wide state; each arm sets its own precision. prepare() wraps the model's
+    # forward in that arm's autocast, which stays with the model.
+    AcceleratorState._reset_state(True)
+    accelerator = make_accelerator(cfg.device, prec["mixed_precision"], cfg.max_grad_norm, "rl")
     lm = load_model(model_dir, "float32", "cpu")
     freeze_bottom(lm, cfg.freeze_layers, "rl")
-    reference = load_model(model_dir, "float32", "cpu").eval().requires_grad_(False) if cfg.kl_coef > 0 else None
+    reference = (load_model(model_dir, precision_dtype(prec["mixed_precision"]), "cpu").eval().requires_grad_(False)
+                 if cfg.kl_coef > 0 else None)
     model, optimizer = accelerator.prepare(TokenLogProbs(lm), make_optimizer(lm, cfg.lr, cfg.weight_decay))
-    return {"accelerator": accelerator, "lm": lm, "reference": reference, "model": model, "optimizer": optimizer}
+    return {"accelerator": accelerator, "lm": lm, "reference": reference, "model": model, "optimizer": optimizer,
+            "generator": Generator(lm, prec["generate_dtype"])}
 
 
 def main() -> None:
@@ -88,7 +111,7 @@ def main() -> None:
 
     if args.steps:
         pool, _ = split_questions(load_train_records(QA_DIR, p.data.train_sets), p.rl)
-        arms = {arm: rl_arm(p, args.model) for arm in ARMS}
+        arms = {arm: rl_arm(p, args.model, arm) for arm in ARMS}
         rows: dict[str, list] = {arm: [] for arm in ARMS}
         same = total = 0
         for step in range(1, args.steps + 1):
@@ -100,7 +123,7 @@ def main() -> None:
                 start = time.perf_counter()
                 with engine(arm):
                     sequences, advantages, weights, metrics, timings = rl_step(
-                        a["lm"], tokenizer, retriever, batch, p.rl, rollout_config(p, arm), p.refiner, p.reward,
+                        a["generator"].weights(), tokenizer, retriever, batch, p.rl, rollout_config(p, arm), p.refiner, p.reward,
                         judge, step)
                 t0 = time.perf_counter()
                 update_policy(a["accelerator"], a["model"], a["reference"], a["optimizer"],
@@ -110,12 +133,12 @@ def main() -> None:
                 rows[arm].append({"step": step, "seconds": round(time.perf_counter() - start, 2),
                                   **{k: round(v, 2) for k, v in timings.items()},
                                   "rows": len(sequences), "tokens": sum(len(s) for s in seqs[arm]),
-                                  "reward": round(metrics["reward"], 4)})
+                                  "reward": round(metrics["reward"], 4), "em": round(metrics["em"], 4)})
                 print(f"[bench] rl step {step} {arm}: {rows[arm][-1]}", file=sys.stderr, flush=True)
             total += max(len(seqs["before"]), len(seqs["after"]))
             same += sum(x == y for x, y in zip(seqs["before"], seqs["after"]))
         mean = {arm: round(sum(r["seconds"] for r in rows[arm]) / len(rows[arm]), 2) for arm in ARMS}
-        result["rl"] = {"steps": args.steps, "questions_per_step": p.rl.questions_per_step,
+        result["rl"] = {"precisions": {arm: precisions(p, arm) for arm in ARMS}, "steps": args.steps, "questions_per_step": p.rl.questions_per_step,
                         "group_size": p.rl.group_size, "rows": rows, "mean_seconds": mean,
                         "ratio_after_over_before": round(mean["after"] / mean["before"], 3),
                         "identical_update_rows": same, "update_rows": total}
@@ -123,9 +146,9 @@ def main() -> None:
 
     if args.eval_questions:
         sets = {name: load_eval_set(QA_DIR, name, args.eval_questions) for name in p.data.test_sets}
-        model = load_model(args.model, "float32", "cpu").eval()
         runs, timing = {}, {}
         for arm in ARMS:
+            model = load_model(args.model, precisions(p, arm)["eval_dtype"], "cpu").eval()
             cfg = greedy(rollout_config(p, arm))
             played: list = []
 
@@ -143,7 +166,9 @@ def main() -> None:
                                                     f"{arm} {name}")[0][name] for name, records in sets.items()}
             seconds = time.perf_counter() - start
             n = sum(len(r) for r in sets.values())
-            timing[arm] = {"seconds": round(seconds, 2), "questions": n, "questions_per_s": round(n / seconds, 4)}
+            em = [r["em"] for name in sets for r in rows_by_set[name]]
+            timing[arm] = {"dtype": precisions(p, arm)["eval_dtype"], "seconds": round(seconds, 2), "questions": n,
+                           "questions_per_s": round(n / seconds, 4), "em": round(100 * sum(em) / len(em), 2)}
             runs[arm] = {"ids": [t.token_ids for t in played],
                          "predictions": [r["prediction"] for name in sets for r in rows_by_set[name]]}
             print(f"[bench] eval {arm}: {timing[arm]}", file=sys.stderr, flush=True)
@@ -159,21 +184,24 @@ def main() -> None:
     md = markdown_head(args.name, result, torch.__version__, args.threads)
     if "rl" in result:
         r = result["rl"]
-        md += [f"RL step ({r['questions_per_step']} questions x {r['group_size']}), mean of {r['steps']} steps: "
+        md += [f"Precisions: {r['precisions']}.", "",
+               f"RL step ({r['questions_per_step']} questions x {r['group_size']}), mean of {r['steps']} steps: "
                f"before {r['mean_seconds']['before']} s, after {r['mean_seconds']['after']} s "
                f"(x{r['ratio_after_over_before']}); identical update rows {r['identical_update_rows']} of "
-               f"{r['update_rows']}.", "", "| arm | step | seconds | rollout | refine | judge | update | rows | tokens |",
-               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               f"{r['update_rows']}.", "", "| arm | step | seconds | rollout | refine | judge | update | rows | tokens | reward |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for arm in ARMS:
             for row in r["rows"][arm]:
                 md.append(f"| {arm} | {row['step']} | {row['seconds']} | {row.get('rollout', '')} | "
                           f"{row.get('refine', '')} | {row.get('judge', '')} | {row['update']} | {row['rows']} | "
-                          f"{row['tokens']} |")
+                          f"{row['tokens']} | {row['reward']} |")
         md.append("")
     if "eval" in result:
         e = result["eval"]
-        md += [f"Agent evaluation, {e['questions']} questions: before {e['timing']['before']['questions_per_s']} q/s, "
-               f"after {e['timing']['after']['questions_per_s']} q/s (x{e['speedup']}); identical trajectories "
+        md += [f"Agent evaluation, {e['questions']} questions: before {e['timing']['before']['questions_per_s']} q/s "
+               f"({e['timing']['before']['dtype']}, EM {e['timing']['before']['em']}), after "
+               f"{e['timing']['after']['questions_per_s']} q/s ({e['timing']['after']['dtype']}, EM "
+               f"{e['timing']['after']['em']}) (x{e['speedup']}); identical trajectories "
                f"{e['identical_trajectories']} of {e['questions']}, identical predictions {e['identical_predictions']}."]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

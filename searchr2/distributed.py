@@ -4,7 +4,8 @@ The trainers are written once for every launch: a plain ``python -m stages.<stag
 ``accelerate launch`` with DDP, or ``accelerate launch`` with a DeepSpeed ZeRO config from
 ``configs/accelerate/``. What differs between them lives here:
 
-* :func:`make_accelerator`: the params (device, precision, gradient clip) win over the launch config;
+* :func:`make_accelerator`: the params (device, precision, gradient clip) win over the launch config
+  (precision ``auto`` is resolved per machine by :func:`resolve_precision`);
   under a DeepSpeed launch the device is left to DeepSpeed, and DeepSpeed gets the per-device batch
   size it insists on even when no data loader is prepared (``rl`` forms its own micro-batches).
 * :func:`load_trainable_lm`: under ZeRO-3 the weights are partitioned while loading (never moved).
@@ -22,9 +23,23 @@ from pathlib import Path
 
 import torch
 
-from searchr2.models import load_model, pick_device
+from searchr2.models import load_model, native_bf16, pick_device
 
-MIXED_PRECISION = ("fp32", "bf16", "fp16")   # fp32 = no autocast ("no" would read as false in YAML)
+MIXED_PRECISION = ("fp32", "bf16", "fp16", "auto")   # fp32 = no autocast ("no" would read as false in YAML)
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """A mixed_precision param value for this machine: ``name`` itself, or for ``auto`` bf16 where
+    ``device`` multiplies bfloat16 natively (:func:`searchr2.models.native_bf16`: a CPU with AMX or
+    AVX512-BF16, a CUDA GPU with bf16) and fp32 (no autocast) elsewhere."""
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(pick_device(device)) else "fp32"
+
+
+def precision_dtype(name: str) -> str:
+    """The torch dtype name that a resolved mixed_precision value computes in (fp32 -> float32)."""
+    return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[name]
 
 
 def accelerate_precision(name: str) -> str:
@@ -38,7 +53,8 @@ def deepspeed_launch() -> bool:
 
 
 def make_accelerator(device: str, mixed_precision: str, max_grad_norm: float, section: str):
-    """An :class:`accelerate.Accelerator` for ``<section>.device`` and ``<section>.mixed_precision``.
+    """An :class:`accelerate.Accelerator` for ``<section>.device`` and ``<section>.mixed_precision``
+    (``auto`` resolved by :func:`resolve_precision`; the accelerator's ``mixed_precision`` says what it became).
 
     A DeepSpeed launch picks its own device (a GPU; DeepSpeed's CPU accelerator where there is none),
     so ``device`` then only has to be possible. DeepSpeed clips gradients itself: its clip is set to
@@ -50,7 +66,7 @@ def make_accelerator(device: str, mixed_precision: str, max_grad_norm: float, se
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"{section}.device is cuda but no CUDA device is visible; use cpu or auto")
     accelerator = Accelerator(cpu=device == "cpu" and not deepspeed_launch(),
-                              mixed_precision=accelerate_precision(mixed_precision))
+                              mixed_precision=accelerate_precision(resolve_precision(mixed_precision, device)))
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:
         ds = plugin.deepspeed_config
@@ -80,18 +96,18 @@ def load_trainable_lm(accelerator, base_dir: Path) -> torch.nn.Module:
     return load_model(base_dir, "float32", str(accelerator.device))
 
 
-def frozen_copy(accelerator, base_dir: Path) -> torch.nn.Module:
-    """A frozen float32 copy of the model in ``base_dir`` on this process's device, never partitioned
+def frozen_copy(accelerator, base_dir: Path, dtype: str = "float32") -> torch.nn.Module:
+    """A frozen copy of the model in ``base_dir`` in ``dtype`` on this process's device, never partitioned
     (under ZeRO-3 with ``zero3_init_flag`` any model loaded meanwhile would be)."""
     from transformers.integrations.deepspeed import (is_deepspeed_zero3_enabled, set_hf_deepspeed_config,
                                                      unset_hf_deepspeed_config)
 
     config = getattr(accelerator.state.deepspeed_plugin, "dschf", None)
     if config is None or not is_deepspeed_zero3_enabled():
-        return load_model(base_dir, "float32", str(accelerator.device)).eval().requires_grad_(False)
+        return load_model(base_dir, dtype, str(accelerator.device)).eval().requires_grad_(False)
     unset_hf_deepspeed_config()                 # transformers partitions every model it loads while this is set
     try:
-        model = load_model(base_dir, "float32", str(accelerator.device))
+        model = load_model(base_dir, dtype, str(accelerator.device))
     finally:
         set_hf_deepspeed_config(config)
     return model.eval().requires_grad_(False)

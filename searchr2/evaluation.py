@@ -39,7 +39,7 @@ class EvalConfig:
     """What the evaluate stage scores (greedy, the Actor alone, EM / F1 / cover-EM per eval set), and on how
     many questions (the ``evaluate`` params section)."""
 
-    max_questions: int | None = 60   # first N questions of each eval set (deterministic); null = the whole set
+    max_questions: int | None = 90   # first N questions of each eval set (deterministic); null = the whole set
     systems: tuple[str, ...] = ("direct", "rag", "agent_sft", "agent_rl")  # also direct_tagged, rag_tagged,
                                      # agent_base (docs/method.md#evaluation)
     chunk_size: int = 256            # questions handed to the engine at once, the sets pooled in their order

@@ -41,14 +41,17 @@ from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_ad
                            ppo_update, select_for_update)
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
-from searchr2.models import quiet_deepspeed_cpu_notice
+from searchr2.models import pick_device, quiet_deepspeed_cpu_notice, resolve_dtype
 from searchr2.refiner import RefinerConfig, refine, review_hook
 from searchr2.reward import RewardConfig, reward_stats, score
 from searchr2.rollout import RolloutConfig, rollout
 from searchr2.distributed import (MIXED_PRECISION, frozen_copy, full_weights, lm_state_dict, load_trainable_lm,
-                                  make_accelerator, zero_stage)
+                                  make_accelerator, precision_dtype, resolve_precision, zero_stage)
 from searchr2.training import (fingerprint, freeze_bottom, make_optimizer, open_live, remove_checkpoints, resume,
                                save_checkpoint, warmup_factor)
+
+
+GENERATE_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,14 @@ class RLConfig(GRPOConfig):
                                       # model is the output); 0: only at the end
     save_every_steps: int = 2         # steps between checkpoints in data/checkpoints/rl
     device: str = "cpu"               # cpu | cuda | auto
-    mixed_precision: str = "fp32"     # fp32 | bf16 | fp16 (autocast; weights stay float32)
+    mixed_precision: str = "auto"     # fp32 | bf16 | fp16 | auto: autocast in the update (weights and optimizer
+                                      # state stay float32); the frozen reference model is loaded in the same
+                                      # precision. auto: bf16 where the device multiplies bfloat16 natively
+                                      # (CPU with AMX or AVX512-BF16, CUDA with bf16), else fp32
+    generate_dtype: str = "auto"      # float32 | bfloat16 | float16 | auto: dtype of the policy copy that generates
+                                      # (rollouts, refiner, validation), refreshed from the trained weights
+                                      # before each use; float32 generates with the policy itself. auto:
+                                      # bfloat16 where the device multiplies it natively, else float32
     lora_rank: int = 0                # 0: full fine-tuning (the paper); r > 0: LoRA adapters of rank r (peft) on
                                       # every linear layer of the decoder (needs freeze_layers 0), merged into
                                       # the output model data/models/rl
@@ -85,6 +95,8 @@ class RLConfig(GRPOConfig):
             raise ValueError(f"val_every must be an int >= 0, got {self.val_every!r}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.generate_dtype not in GENERATE_DTYPES:
+            raise ValueError(f"generate_dtype must be one of {GENERATE_DTYPES}, got {self.generate_dtype!r}")
 
 
 def split_questions(records: list[dict], cfg: RLConfig) -> tuple[list[dict], list[dict]]:
@@ -269,6 +281,45 @@ def update_policy(accelerator, model, reference, optimizer, lrs: list[float] | N
     return {**stats, "trained_share": share}
 
 
+class Generator:
+    """The weights that generate rollouts, refinements and validation answers (``rl.generate_dtype``).
+
+    In float32 they are the policy itself. In a lower precision they are a copy of the policy in that
+    dtype, refreshed from the trained weights each time :meth:`weights` is called (an inference engine's
+    weight sync): on a CPU with AMX, bfloat16 generation is about twice as fast
+    (docs/measurements.md#mixed-precision-training), and the update still trains float32 weights.
+    Only the parameters that train are copied again; the frozen ones cannot have changed.
+    """
+
+    def __init__(self, policy: torch.nn.Module, dtype: str, zero3: bool = False):
+        self.policy, self.dtype, self.zero3 = policy, getattr(torch, dtype), zero3
+        self.copy, self.pairs = None, []
+
+    @torch.no_grad()
+    def weights(self) -> torch.nn.Module:
+        """The model to generate with now; call it where the policy's weights are whole (``full_weights``)."""
+        if self.dtype == torch.float32:
+            return self.policy
+        if self.copy is None:
+            if self.zero3:          # DeepSpeed's partitioned parameters must not be deep-copied: rebuild instead
+                from transformers import AutoModelForCausalLM
+
+                self.copy = AutoModelForCausalLM.from_config(self.policy.config, torch_dtype=self.dtype)
+                self.copy.load_state_dict(self.policy.state_dict())
+                self.copy.to(next(self.policy.parameters()).device)
+            else:
+                import copy
+
+                self.copy = copy.deepcopy(self.policy).to(self.dtype)
+            self.copy.eval().requires_grad_(False)
+            self.pairs = [(mine, theirs) for mine, theirs in zip(self.copy.parameters(), self.policy.parameters())
+                          if theirs.requires_grad]
+        else:
+            for mine, theirs in self.pairs:
+                mine.copy_(theirs)
+        return self.copy
+
+
 def _run_fingerprint(cfg: RLConfig, sections: dict, data_files: dict, base_dir: Path, processes: int) -> str:
     extra = {f"params:{k}": hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
              for k, v in sections.items()}
@@ -289,6 +340,9 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
                          "one process); use DDP or ZeRO-2, or lora_rank 0")
     set_seed(cfg.seed)
     pool, val = split_questions(records, cfg)
+    # what auto became on this machine: a checkpoint is only resumed by a run that computes the same way
+    cfg = dataclasses.replace(cfg, mixed_precision=resolve_precision(cfg.mixed_precision, cfg.device),
+                              generate_dtype=resolve_dtype(cfg.generate_dtype, pick_device(cfg.device)))
     run_id = _run_fingerprint(cfg, {"rollout": asdict(rollout_cfg), "refiner": asdict(refiner_cfg),
                                     "reward": asdict(reward_cfg)}, data_files, base_dir, accelerator.num_processes)
 
@@ -299,11 +353,12 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         lm = peft_model.get_base_model()     # the same modules, LoRA layers injected: generate and train as usual
     reference = None
     if cfg.kl_coef > 0:
-        reference = frozen_copy(accelerator, base_dir)
+        reference = frozen_copy(accelerator, base_dir, precision_dtype(cfg.mixed_precision))
     model = TokenLogProbs(lm)
     # the learning rate is set at every step from the step number (step_learning_rates): no scheduler object
     model, optimizer = accelerator.prepare(model, make_optimizer(lm, cfg.lr, cfg.weight_decay))
     policy = accelerator.unwrap_model(model).lm
+    generator = Generator(policy, cfg.generate_dtype, zero3=zero_stage(accelerator) == 3)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.questions_per_step < world:
@@ -329,7 +384,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     def validate_and_keep(step: int) -> None:
         phase(step, "validation")
         with full_weights(accelerator, model):
-            hits = validation_hits(policy, tokenizer, retriever, shard(val, accelerator), rollout_cfg)
+            hits = validation_hits(generator.weights(), tokenizer, retriever, shard(val, accelerator), rollout_cfg)
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -356,9 +411,13 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         start = time.perf_counter()
         batch = shard(step_questions(pool, cfg, step), accelerator)
         with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
+            t0 = time.perf_counter()
+            lm_now = generator.weights()
+            synced = time.perf_counter() - t0
             sequences, advantages, weights, metrics, timings = rl_step(
-                policy, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
+                lm_now, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
                 on_phase=lambda name: phase(step, name))
+        timings["rollout"] += synced                    # refreshing the generating copy is part of rolling out
         phase(step, "update")
         t0 = time.perf_counter()
         stats = update_policy(accelerator, model, reference, optimizer, step_learning_rates(cfg, step), sequences,
@@ -397,7 +456,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     summary = {"steps": progress["step"], "resumed_from_step": resumed_from, "seconds": round(progress["seconds"], 1),
                "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
                "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],
-               "processes": world, "zero_stage": zero_stage(accelerator), "fingerprint": run_id}
+               "processes": world, "zero_stage": zero_stage(accelerator), "mixed_precision": cfg.mixed_precision,
+               "generate_dtype": cfg.generate_dtype, "fingerprint": run_id}
     if live is not None:
         for key in ("best_step", "best_val_em"):
             live.summary[key] = summary[key]

@@ -40,7 +40,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Sequence
@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from searchr2.io import InputError, atomic_dir, read_jsonl, require_field, sha256_file
-from searchr2.distributed import MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator, zero_stage
+from searchr2.distributed import (MIXED_PRECISION, lm_state_dict, load_trainable_lm, make_accelerator,
+                                  resolve_precision, zero_stage)
 from searchr2.models import PROVENANCE_FILE, quiet_deepspeed_cpu_notice
 from searchr2.params import check_types
 from searchr2.training import (IGNORE, Record, check_freeze_layers, check_optimizer_knobs, collate, fingerprint,
@@ -87,8 +88,10 @@ class SFTConfig:
                                       # saved after each epoch)
     device: str = "cpu"               # cpu | cuda | auto (cuda when available); under `accelerate launch` each
                                       # process takes its own GPU
-    mixed_precision: str = "fp32"     # fp32 | bf16 | fp16: autocast for the forward pass; weights and optimizer
-                                      # state stay float32
+    mixed_precision: str = "auto"     # fp32 | bf16 | fp16 | auto: autocast for the forward pass; weights and
+                                      # optimizer state stay float32. auto: bf16 where the device multiplies
+                                      # bfloat16 natively (a CPU with AMX or AVX512-BF16: about 2.5x faster
+                                      # forward+backward here; a CUDA GPU with bf16), else fp32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
     refiner_loss_weight: float = 100.0  # weight of each loss token of the refiner file relative to an Actor token:
                                       # a meta prompt trains one answer token against ~100 per Actor record, so
@@ -344,7 +347,9 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
     accelerator = make_accelerator(cfg.device, cfg.mixed_precision, cfg.max_grad_norm, "sft")
     main = accelerator.is_main_process
     set_seed(cfg.seed)
-    run_id = fingerprint(cfg, data.files, base_dir, accelerator.num_processes)
+    precision = resolve_precision(cfg.mixed_precision, cfg.device)
+    # the resolved precision: a checkpoint of a bf16 run is not resumed as an fp32 one on another machine
+    run_id = fingerprint(replace(cfg, mixed_precision=precision), data.files, base_dir, accelerator.num_processes)
 
     # model, data, optimizer and schedule, all prepared by Accelerate
     check_freeze_layers(cfg.freeze_layers, base_dir, "sft")
@@ -428,7 +433,7 @@ def train_sft(cfg: SFTConfig, data: SFTData, base_dir: str | os.PathLike, out_di
         "tokens_per_s_this_run": _rate(run_tokens, run_seconds),
         "first_loss": progress["first_loss"], "final_loss": progress["loss"], "resumed_from_step": resumed_from,
         "trainable_params": trainable, "processes": accelerator.num_processes,
-        "zero_stage": zero_stage(accelerator),
+        "zero_stage": zero_stage(accelerator), "mixed_precision": precision,
     }
     provenance = {"source": "sft", "base_model": str(base_dir), "base_provenance": _read_json(base_dir / PROVENANCE_FILE),
                   "sft": asdict(cfg), "data": data.files, "fingerprint": run_id,

@@ -42,6 +42,16 @@ def repo_copy(tmp_path):
     return copy_repo(tmp_path / "repo")
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state, fixed by the first ``Accelerator``; a stage process builds
+    one, but a test session builds many, with different precisions. Each test starts without one."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and on a busy 2-core machine two threads thrash.

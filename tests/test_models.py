@@ -151,6 +151,17 @@ def test_auto_dtype_is_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatc
     assert resolve_dtype("float32", "cpu") == "float32" and resolve_dtype("bfloat16", "cpu") == "bfloat16"
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_mixed_precision_is_bf16_autocast_only_where_bf16_is_native(monkeypatch, native, expected):
+    from searchr2.distributed import precision_dtype, resolve_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert precision_dtype(expected) == {"bf16": "bfloat16", "fp32": "float32"}[expected]
+
+
 def test_auto_dtype_loads_the_model_in_the_resolved_dtype(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)

@@ -21,8 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # see conftest.one_thread
 
 ROLLOUT = RolloutConfig(max_turns=1, max_new_tokens=12, max_obs_tokens=30, max_context_tokens=1024, top_k=1,
                         do_sample=True, batch_size=8)
+# float32 throughout, so that the DDP and DeepSpeed runs below compute alike (DeepSpeed's bf16 is not autocast)
 CFG = RLConfig(group_size=2, lr=1e-3, warmup_ratio=0.0, kl_coef=0.01, steps=3, questions_per_step=2,
-               val_questions=2, val_every=0, save_every_steps=1, micro_batch_tokens=4096, freeze_layers=0)
+               val_questions=2, val_every=0, save_every_steps=1, micro_batch_tokens=4096, freeze_layers=0,
+               mixed_precision="fp32", generate_dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,68 @@ def test_rl_trains_logs_and_resumes_to_the_same_weights(base, tmp_path, monkeypa
     again = _weights(tmp_path / "b/out")
     assert all(torch.equal(again[k], trained[k]) for k in trained)
     assert (tmp_path / "b/live/plots/metrics/loss.tsv").read_text().splitlines() == loss   # no step lost or repeated
+
+
+def test_a_bf16_run_generates_with_a_bf16_copy_trains_float32_weights_and_resumes_alike(base, tmp_path, monkeypatch):
+    """rl.mixed_precision bf16 and rl.generate_dtype bfloat16 (what auto picks on an AMX CPU): the output is
+    float32, it moved, every generation ran on the bfloat16 copy, and a killed run resumes to the same weights."""
+    monkeypatch.setattr(rl, "score", fake_score)
+    cfg = dataclasses.replace(CFG, steps=2, mixed_precision="bf16", generate_dtype="bfloat16")
+    dtypes = []
+    real_rollout = rl.rollout
+
+    def spying_rollout(lm, *args, **kw):
+        dtypes.append(next(lm.parameters()).dtype)
+        return real_rollout(lm, *args, **kw)
+
+    monkeypatch.setattr(rl, "rollout", spying_rollout)
+    summary = _run(base, tmp_path / "a", cfg)
+    assert summary["mixed_precision"] == "bf16" and summary["generate_dtype"] == "bfloat16"
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    trained, start = _weights(tmp_path / "a/out"), load_file(str(base / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in trained.values())
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+
+    real_update = rl.ppo_update
+
+    def dying_update(*args, step=0, **kw):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return real_update(*args, step=step, **kw)
+
+    monkeypatch.setattr(rl, "ppo_update", dying_update)
+    with pytest.raises(KeyboardInterrupt):
+        _run(base, tmp_path / "b", cfg)
+    monkeypatch.setattr(rl, "ppo_update", real_update)
+    assert _run(base, tmp_path / "b", cfg)["resumed_from_step"] == 1
+    again = _weights(tmp_path / "b/out")
+    assert all(torch.equal(again[k], trained[k]) for k in trained)
+
+
+def test_the_generating_copy_is_the_policy_in_float32_and_a_refreshed_copy_otherwise(base):
+    from searchr2.models import load_model
+    from searchr2.rl import Generator
+    from searchr2.training import freeze_bottom
+
+    policy = load_model(base)
+    assert Generator(policy, "float32").weights() is policy
+    freeze_bottom(policy, 1, "rl")
+    gen = Generator(policy, "bfloat16")
+    copy = gen.weights()
+    assert copy is not policy and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in copy.parameters())
+    frozen = policy.model.layers[0].self_attn.q_proj.weight
+    trained = policy.model.layers[-1].self_attn.q_proj.weight
+    with torch.no_grad():
+        trained.add_(1.0)
+        frozen.add_(1.0)                     # cannot happen in training: frozen weights are not copied again
+    assert gen.weights() is copy
+    assert torch.equal(copy.model.layers[-1].self_attn.q_proj.weight, trained.to(torch.bfloat16))
+    assert not torch.equal(copy.model.layers[0].self_attn.q_proj.weight, frozen.to(torch.bfloat16))
+
+
+def test_an_unknown_generate_dtype_is_refused():
+    with pytest.raises(ValueError, match="generate_dtype must be one of"):
+        dataclasses.replace(CFG, generate_dtype="int8")
 
 
 def test_a_diverging_loss_stops_the_run_naming_the_step(base, tmp_path, monkeypatch):
