@@ -39,6 +39,14 @@ INSTRUCTIONS = (
     "for example <answer>Lake Geneva</answer>."
 )
 
+#: The prompt of a run without search (``rollout.max_turns: 0``, the R1-base baseline of Search-R1 and
+#: Search-R2's tables: RL with the same reward, the model answering from what it knows): the same tags
+#: for reasoning and the answer, and no search tool offered.
+NO_SEARCH_INSTRUCTIONS = (
+    "Answer the question below. Reason step by step inside <think> and </think>, then write only the "
+    "answer itself inside <answer> and </answer>, for example <answer>Lake Geneva</answer>."
+)
+
 #: Appended (loss-masked) after a turn that neither searched nor answered.
 CORRECTION_MESSAGE = (
     "\nThat turn took no action. To look something up, put a query between search tags; "
@@ -63,9 +71,10 @@ def normalize_question(question: str) -> str:
     return q if q.endswith("?") else q + "?"
 
 
-def prompt_text(question: str) -> str:
-    """The user message: the protocol, then the (normalised) question."""
-    return f"{INSTRUCTIONS}\nQuestion: {normalize_question(question)}"
+def prompt_text(question: str, search: bool = True) -> str:
+    """The user message: the protocol (without the search tool when ``search`` is false), then the
+    (normalised) question."""
+    return f"{INSTRUCTIONS if search else NO_SEARCH_INSTRUCTIONS}\nQuestion: {normalize_question(question)}"
 
 
 def build_chat_ids(tokenizer, content: str) -> list[int]:
@@ -85,9 +94,9 @@ def build_chat_ids(tokenizer, content: str) -> list[int]:
     return [int(i) for i in tokenizer(content + "\n", add_special_tokens=True)["input_ids"]]
 
 
-def build_prompt_ids(tokenizer, question: str) -> list[int]:
+def build_prompt_ids(tokenizer, question: str, search: bool = True) -> list[int]:
     """Token ids of the agent's prompt (:func:`prompt_text`) for ``question``; see :func:`build_chat_ids`."""
-    return build_chat_ids(tokenizer, prompt_text(question))
+    return build_chat_ids(tokenizer, prompt_text(question, search))
 
 
 def extract_answer(model_output: str | None) -> str | None:

@@ -32,9 +32,14 @@ SYSTEM_LABELS = {
 REPORT_PAIRS = (("rag", "direct"), ("agent_sft", "agent_base"), ("agent_rl", "agent_sft"), ("agent_rl", "rag"))
 
 
-def ladder_rung(refiner_enabled: bool, process_reward: bool, refiner_weight: float) -> str:
+def ladder_rung(refiner_enabled: bool, process_reward: bool, refiner_weight: float, max_turns: int) -> str:
     """The paper's row (Table 2 / the Table 8 ladder, docs/method.md#ablation-ladder) that an RL run with
-    these settings reproduces; a combination outside the ladder says so."""
+    these settings reproduces (``max_turns`` 0: no search, the R1-base row); a combination outside the
+    ladder says so."""
+    if max_turns == 0:
+        if refiner_enabled or process_reward:
+            return "none (no search with the Meta-Refiner or the process reward: not a rung)"
+        return "R1-base (RL, no search)"
     if not refiner_enabled:
         return "Search-R1" if not process_reward else "none (Search-R1 with the process reward: not a rung)"
     if refiner_weight == 0:

@@ -86,7 +86,10 @@ class RolloutConfig:
     """How trajectories of the multi-turn search agent are generated (the ``rollout`` params section;
     ``docs/method.md``, "Agent protocol"). Token counts are in tokens of the policy's tokenizer."""
 
-    max_turns: int = 4                 # assistant turns that may search; then one final answer-only turn
+    max_turns: int = 4                 # assistant turns that may search; then one final answer-only turn. 0: no
+                                       # search at all, the prompt offers none and the one turn answers (the
+                                       # R1-base rung: `-S rollout.max_turns=0 -S refiner.enabled=false
+                                       # -S reward.process=false`; it applies to every evaluated agent too)
     max_new_tokens: int = 64           # generation limit of one assistant turn, in tokens
     max_obs_tokens: int = 400          # token budget of the documents in one <information> block (Search-R1: 500)
     max_context_tokens: int = 4096     # a trajectory (prompt included) never grows past this; reaching it stops it
@@ -517,9 +520,10 @@ def classify_turn(text: str, final: bool) -> tuple[str, str | None]:
     return "invalid", None
 
 
-def new_trajectory(tokenizer, question: str) -> Trajectory:
-    """An empty trajectory: just the agent's prompt for ``question``."""
-    ids = build_prompt_ids(tokenizer, question)
+def new_trajectory(tokenizer, question: str, search: bool = True) -> Trajectory:
+    """An empty trajectory: just the agent's prompt for ``question`` (offering no search tool when
+    ``search`` is false)."""
+    ids = build_prompt_ids(tokenizer, question, search)
     return Trajectory(question=question, token_ids=list(ids), loss_mask=[0] * len(ids), prompt_len=len(ids))
 
 
@@ -539,7 +543,7 @@ def tool_output_ids(tokenizer, docs: list[dict] | None, turns: int, cfg: Rollout
 
 def _start(tokenizer, question: str, prefix: "Trajectory | None", cfg: RolloutConfig) -> Trajectory:
     if prefix is None:
-        return new_trajectory(tokenizer, question)
+        return new_trajectory(tokenizer, question, search=cfg.max_turns > 0)
     if not isinstance(prefix, Trajectory):
         raise TypeError(f"a prefix must be a Trajectory or None, got {type(prefix).__name__}")
     problems = []

@@ -20,7 +20,7 @@ def corpus_label(p) -> str:
 def main():
     p = load_params()
     metrics = read_stage_json(METRICS_JSON, "metrics")
-    rung = ladder_rung(p.refiner.enabled, p.reward.process, p.rl.refiner_weight)
+    rung = ladder_rung(p.refiner.enabled, p.reward.process, p.rl.refiner_weight, p.rollout.max_turns)
     done = write_report(metrics, RESULTS / "rl", RESULTS / "report.md", RESULTS / "report", p.profile,
                         corpus_label(p), rung, (p.evaluate.bootstrap_samples, p.evaluate.bootstrap_seed))
     for system, missing in done["incomplete"].items():

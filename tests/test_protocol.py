@@ -51,6 +51,14 @@ def test_prompt_without_chat_template_is_plain_text(tok):
     assert "<|im_start|>" not in text
 
 
+def test_the_prompt_without_search_offers_no_search_tool(tok):
+    text = protocol.prompt_text("who founded Orvane Bay", search=False)
+    assert protocol.SEARCH_OPEN not in text and protocol.INFO_OPEN not in text
+    assert protocol.THINK_OPEN in text and protocol.ANSWER_OPEN in text and text.endswith("Question: who founded Orvane Bay?")
+    assert build_prompt_ids(tok, "who founded Orvane Bay", search=False) == build_chat_ids(tok, text)
+    assert build_prompt_ids(tok, "who founded Orvane Bay") != build_prompt_ids(tok, "who founded Orvane Bay", False)
+
+
 def test_extract_answer_takes_the_last_complete_answer():
     assert extract_answer("<think>hm</think><answer> Mira Tesk </answer>") == "Mira Tesk"
     assert extract_answer("<answer>a</answer> then <answer>b\nc</answer><answer>unclosed") == "b\nc"

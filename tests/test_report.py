@@ -88,14 +88,16 @@ def test_stage_names_a_broken_metrics_file(tmp_path):
     assert proc.returncode == 2 and "results/metrics.json: missing; run `dvc repro metrics`" in proc.stderr
 
 
-@pytest.mark.parametrize("enabled, process, weight, rung", [
-    (False, False, 1.0, "Search-R1"), (True, False, 0.0, "+ Meta-Refiner"),
-    (True, True, 0.0, "+ Meta-Refiner + process reward"), (True, True, 1.0, "Search-R2"),
-    (True, False, 0.5, "none (Search-R2 without the process reward: not a rung)"),
-    (False, True, 1.0, "none (Search-R1 with the process reward: not a rung)"),
+@pytest.mark.parametrize("enabled, process, weight, turns, rung", [
+    (False, False, 1.0, 4, "Search-R1"), (True, False, 0.0, 4, "+ Meta-Refiner"),
+    (True, True, 0.0, 4, "+ Meta-Refiner + process reward"), (True, True, 1.0, 4, "Search-R2"),
+    (True, False, 0.5, 4, "none (Search-R2 without the process reward: not a rung)"),
+    (False, True, 1.0, 4, "none (Search-R1 with the process reward: not a rung)"),
+    (False, False, 1.0, 0, "R1-base (RL, no search)"),
+    (True, True, 1.0, 0, "none (no search with the Meta-Refiner or the process reward: not a rung)"),
 ])
-def test_the_rl_run_is_named_by_its_rung_of_the_ladder(enabled, process, weight, rung):
-    assert ladder_rung(enabled, process, weight) == rung
+def test_the_rl_run_is_named_by_its_rung_of_the_ladder(enabled, process, weight, turns, rung):
+    assert ladder_rung(enabled, process, weight, turns) == rung
 
 
 def test_report_names_paper_rows_intervals_and_paired_differences(tmp_path):

@@ -144,6 +144,21 @@ def test_search_then_answer_builds_the_mask_token_by_token(tiny):
     assert t.response_text(tok) == span(t, tok, a1) + span(t, tok, obs) + span(t, tok, a2)
 
 
+def test_without_search_the_prompt_offers_none_and_the_one_turn_answers(tiny):
+    """rollout.max_turns 0 (the R1-base rung): the no-search prompt, one turn that stops only at the
+    answer, a search tag in it is plain text, and the retriever is never called."""
+    model, tok = tiny
+    retriever = FakeRetriever()
+    written = "<think>I recall it</think><search>orvane bay founder</search><answer> Mira Tesk </answer> after"
+    cfg = RolloutConfig(max_turns=0, max_new_tokens=40, max_obs_tokens=60, batch_size=4, do_sample=False)
+    [t] = rollout(Scripted(model, tok, lambda q, turn: written), tok, retriever, ["who founded Orvane Bay"], cfg)
+    check_invariants(t, tok)
+    assert t.token_ids[:t.prompt_len] == build_prompt_ids(tok, "who founded Orvane Bay", search=False)
+    assert (t.stop_reason, t.answer, t.turns, t.searches, t.documents) == ("answer", "Mira Tesk", 1, [], [])
+    assert retriever.calls == [] and len(t.steps) == 1
+    assert span(t, tok, t.steps[0]).endswith("</search><answer> Mira Tesk </answer>")
+
+
 def test_mixed_batch_stops_each_row_on_its_own_and_batches_retrieval(tiny):
     model, tok = tiny
     eos = tok.eos_token
