@@ -38,6 +38,7 @@ SECTIONS: dict[str, str] = {
     "reward": "searchr2.reward:RewardConfig",
     "rl": "searchr2.rl:RLConfig",
     "evaluate": "searchr2.evaluation:EvalConfig",
+    "server": "searchr2.server:ServerConfig",
 }
 #: top-level scalars that are not sections; ``profile`` is the profile's label, written into every results file
 SCALARS: dict[str, type] = {"profile": str}

@@ -119,11 +119,25 @@ class RetrievalConfig:
     """
 
     method: str = "bm25"  # which index answers searches: "bm25" or "dense"
+    server_url: str | None = None  # a retrieval server to ask (`python -m searchr2.server`, or any server with
+                                   # Search-R1's POST /retrieve), e.g. http://127.0.0.1:8000: no process of
+                                   # sft_data, rl or evaluate then opens an index (one server per node; it must
+                                   # serve `method`'s index). null: each process opens data/index/<method>
+    server_timeout_s: float = 60.0  # seconds one request to the server may take before it counts as failed
+    server_retries: int = 3        # extra attempts when the server does not answer (refused, timed out, 5xx)
+    server_backoff_s: float = 0.5  # seconds before the first retry, doubled before each next one
+    server_wait_s: float = 600.0   # seconds a stage waits for the server to load its index before failing
 
     def __post_init__(self):
         check_types(self, "retrieval.")
         if self.method not in METHODS:
             raise ValueError(f"unknown retrieval method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.server_url is not None and not self.server_url.startswith(("http://", "https://")):
+            raise ValueError(f"retrieval.server_url must start with http:// or https://, got {self.server_url!r}")
+        for name in ("server_timeout_s", "server_retries", "server_backoff_s", "server_wait_s"):
+            if getattr(self, name) < 0 or (name == "server_timeout_s" and not self.server_timeout_s > 0):
+                raise ValueError(f"retrieval.{name} must be {'> 0' if name == 'server_timeout_s' else '>= 0'}, "
+                                 f"got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -431,7 +445,11 @@ class DenseRetriever:
             raise ValueError(f"dense index at {index_dir} was built with other settings ({'; '.join(stale)}); "
                              f"rebuild it with `dvc repro {BUILT_BY['dense']}`")
         self.cfg = cfg
-        self.index = faiss.read_index(str(index_dir / "faiss.index"))
+        # memory-mapped, read-only: opening takes no time and no memory, the vectors (flat, IVF lists, HNSW
+        # storage) are paged in from the file as searches touch them, and the processes of a machine share
+        # those pages (docs/measurements.md#retrieval-server: 200k x 384 flat, 295 MB resident -> 0.7 MB
+        # on opening; same hits)
+        self.index = faiss.read_index(str(index_dir / "faiss.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         if cfg.index_type == "hnsw":
             self.index.hnsw.efSearch = cfg.hnsw_ef_search
         elif cfg.index_type == "ivf":

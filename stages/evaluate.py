@@ -24,7 +24,7 @@ from searchr2.io import atomic_dir, write_json, write_jsonl
 from searchr2.models import load_model, load_tokenizer, pick_device, resolve_dtype
 from searchr2.params import load_params
 from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, model_dir
-from searchr2.retrieval import load_retriever
+from searchr2.remote import open_retriever
 from searchr2.rollout import rollout
 from searchr2.stage import run_stage, stage_parser
 
@@ -33,7 +33,7 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
     """Answer every eval set with each system (predictions written under ``out``); (metrics, timing)."""
     cfg = greedy(p.rollout)
     sets = {name: load_eval_set(QA_DIR, name, p.evaluate.max_questions) for name in p.data.test_sets}
-    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
+    retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
     path, device = model_dir(model_name), pick_device(p.evaluate.device)
     dtype = resolve_dtype(p.evaluate.dtype, device)       # evaluate.dtype auto: bf16 where the CPU/GPU has it
     model, tok = load_model(path, dtype, device), load_tokenizer(path)

@@ -12,7 +12,7 @@ from searchr2.judge import make_judge
 from searchr2.models import load_tokenizer
 from searchr2.params import load_params
 from searchr2.paths import INDEX_DIR, QA_DIR, RESULTS, RL_BEST, RL_CHECKPOINTS, model_dir
-from searchr2.retrieval import load_retriever
+from searchr2.remote import open_retriever
 from searchr2.rl import train_rl
 from searchr2.stage import run_stage
 
@@ -24,7 +24,7 @@ def main():
         raise FileNotFoundError(f"{start}: no SFT model; run the `sft` stage (dvc repro sft) first")
     records = load_train_records(QA_DIR, p.data.train_sets)
     tokenizer = load_tokenizer(start)
-    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
+    retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
     judge = make_judge(p.reward) if p.reward.process else None
     try:
         summary = train_rl(p.rl, p.rollout, p.refiner, p.reward, records, tokenizer, retriever, judge, start,

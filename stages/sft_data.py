@@ -15,7 +15,7 @@ from searchr2.models import load_model, load_tokenizer, pick_device
 from searchr2.params import load_params
 from searchr2.paths import (BASE_MODEL, INDEX_DIR, QA_DIR, RESULTS, SFT_ACTOR, SFT_DATA, SFT_REFINER,
                             SFT_REFINER_HELDOUT, model_dir)
-from searchr2.retrieval import load_retriever
+from searchr2.remote import open_retriever
 from searchr2.rollout import rollout
 from searchr2.sft_data import build_warmup_data
 from searchr2.stage import run_stage
@@ -25,7 +25,7 @@ def main():
     p = load_params()
     records = load_train_records(QA_DIR, p.data.train_sets)
     tokenizer = load_tokenizer(BASE_MODEL)
-    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
+    retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
 
     def sampler():
         """The rejection teacher's sampler: the named model, sampling rollouts (loaded only if needed)."""

@@ -52,6 +52,16 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
+def killed_in_step_2(update):
+    """``update`` (ppo_update), but the run is killed in step 2, after the step-1 checkpoint."""
+    def dying_update(*args, step=0, **kw):
+        if step == 2:
+            raise KeyboardInterrupt("killed")
+        return update(*args, step=step, **kw)
+
+    return dying_update
+
+
 def test_questions_are_split_and_drawn_from_the_seed_alone():
     records = _records(12)
     pool, val = split_questions(records, CFG)
@@ -72,13 +82,7 @@ def test_rl_trains_logs_and_resumes_to_the_same_weights(base, tmp_path, monkeypa
 
     # a run killed during step 2 (after the step-1 checkpoint) resumes and ends with the same weights
     real_update = rl.ppo_update
-
-    def dying_update(*args, step=0, **kw):
-        if step == 2:
-            raise KeyboardInterrupt("killed")
-        return real_update(*args, step=step, **kw)
-
-    monkeypatch.setattr(rl, "ppo_update", dying_update)
+    monkeypatch.setattr(rl, "ppo_update", killed_in_step_2(real_update))
     with pytest.raises(KeyboardInterrupt):
         _run(base, tmp_path / "b")
     assert [d.name for d in (tmp_path / "b/ckpt").iterdir()] == ["step-0000001"]
@@ -111,13 +115,7 @@ def test_a_bf16_run_generates_with_a_bf16_copy_trains_float32_weights_and_resume
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
     real_update = rl.ppo_update
-
-    def dying_update(*args, step=0, **kw):
-        if step == 2:
-            raise KeyboardInterrupt("killed")
-        return real_update(*args, step=step, **kw)
-
-    monkeypatch.setattr(rl, "ppo_update", dying_update)
+    monkeypatch.setattr(rl, "ppo_update", killed_in_step_2(real_update))
     with pytest.raises(KeyboardInterrupt):
         _run(base, tmp_path / "b", cfg)
     monkeypatch.setattr(rl, "ppo_update", real_update)

@@ -1,0 +1,259 @@
+"""Benchmark the retrieval server under load: in-process search, this server, and a server that answers
+one request at a time searching query by query (Search-R1's loop), side by side, in one run.
+
+    python benchmarks/bench_index.py --world-entities 71000 --workdir /work/w200k --name world-200k-for-server \\
+        --no-recall --n-queries 256 --dense '{"max_length": 32}'              # once: ~201k passages, both indexes
+    python benchmarks/bench_server.py --workdir /work/w200k --name server-200k
+
+For each method (BM25, dense MiniLM flat) and each number of concurrent clients (``--clients``), every
+client is a thread that sends ``--requests`` requests of ``--batch`` queries (the world's questions,
+each client its own) one after another and waits for each answer. Measured: queries/s over the whole
+run (all queries / wall time from the first request to the last answer) and the p50 / p99 latency of
+one request. Three ways of answering:
+
+* ``in_process``: the clients call ``retriever.search`` of one retriever in this process, one call at a
+  time (a lock: one index shared by the process's threads), no HTTP;
+* ``server``: ``python -m searchr2.server``'s app (:func:`searchr2.server.create_app`, batching across
+  requests, the params' ``server`` section), in a process of its own;
+* ``one_at_a_time``: a re-creation of Search-R1's ``retrieval_server.py`` loop (not its code, which
+  needs its own environment): a FastAPI endpoint that serves one request at a time; BM25 searches
+  the request's queries one by one, dense encodes and searches the request's queries as one batch (as
+  Search-R1's dense retriever does within a request). Same index, same answers, in a process of its own.
+
+Each server is started by this script (``serve`` sub-command), its resident memory (``VmRSS``) read
+once its index is loaded and again after the load. Results: ``benchmarks/results/<name>.json`` and
+``.md``, with ``lscpu``'s model and flags.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, write_result  # noqa: E402
+
+MODES = ("in_process", "server", "one_at_a_time")
+
+
+def open_index(workdir: Path, method: str):
+    from searchr2.params import load_params
+    from searchr2.retrieval import load_retriever
+
+    p = load_params(ROOT / "params.yaml")
+    meta = json.loads((workdir / "index" / method / "meta.json").read_text())
+    index_cfg = p.index
+    if method == "dense":                               # the settings the index was built with
+        from dataclasses import fields, replace
+
+        built = meta.get("config", {})
+        index_cfg = replace(p.index, dense=replace(p.index.dense, **{f.name: built[f.name]
+                                                                     for f in fields(p.index.dense) if f.name in built}))
+    return load_retriever(method, workdir / "index", index_cfg), p
+
+
+def one_at_a_time_app(load, method: str):
+    """Search-R1's serving loop, re-created: one request at a time, BM25 query by query."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    from searchr2.server import search_r1_hits
+
+    app, lock, state = FastAPI(), threading.Lock(), {}
+    state["retriever"] = load()
+
+    @app.get("/health")
+    def health():
+        return {"status": "ready", "detail": {"method": method}}
+
+    @app.post("/retrieve")
+    def retrieve(payload: dict):
+        queries, k, scores = payload["queries"], payload.get("topk", 3), payload.get("return_scores", False)
+        with lock:
+            if method == "bm25":
+                hits = [state["retriever"].search([q], k)[0] for q in queries]
+            else:
+                hits = state["retriever"].search(queries, k)
+        return {"result": [search_r1_hits(h, scores) for h in hits]}
+
+    return app
+
+
+def serve(args) -> None:
+    """The ``serve`` sub-command: one server (``--mode``) on ``--port``, until killed."""
+    import uvicorn
+
+    from searchr2.server import create_app
+
+    retriever, p = open_index(args.workdir, args.method)
+    if args.mode == "server":
+        app = create_app(lambda: retriever, p.server, lambda line: None, about={"method": args.method})
+    else:
+        app = one_at_a_time_app(lambda: retriever, args.method)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_load(ask, queries: list[str], clients: int, requests: int, batch: int) -> dict:
+    """``clients`` threads, each sending ``requests`` batches of ``batch`` queries; returns the figures."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def client(c: int) -> None:
+        mine = [queries[(c * requests * batch + i) % len(queries)] for i in range(requests * batch)]
+        barrier.wait()
+        for r in range(requests):
+            start = time.perf_counter()
+            try:
+                ask(mine[r * batch:(r + 1) * batch])
+            except Exception as e:                 # recorded, not raised: the figure says how many failed
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}"[:200])
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
+            "queries": len(latencies) * batch, "seconds": round(wall, 3),
+            "queries_per_s": round(len(latencies) * batch / wall, 1),
+            "p50_ms": round(1000 * statistics.median(ordered), 1) if ordered else None,
+            "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1) if ordered else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    worker = sub.add_parser("serve", help="(internal) run one server until killed")
+    worker.add_argument("--mode", choices=MODES[1:], required=True)
+    worker.add_argument("--method", choices=("bm25", "dense"), required=True)
+    worker.add_argument("--workdir", type=Path, required=True)
+    worker.add_argument("--port", type=int, required=True)
+    worker.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, help="bench_index.py's --workdir: corpus.jsonl, index/, queries.json")
+    parser.add_argument("--methods", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--batch", type=int, default=8, help="queries per request")
+    parser.add_argument("--requests", type=int, default=10, help="requests per client (at least 40 in all)")
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each process")
+    parser.add_argument("--name", default="server", help="results go to benchmarks/results/<name>.json and .md")
+    args = parser.parse_args()
+    if args.command == "serve":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        serve(args)
+        return
+    if args.workdir is None:
+        parser.error("--workdir is required")
+
+    import requests
+    import torch
+
+    from searchr2.remote import RemoteRetriever
+
+    torch.set_num_threads(args.threads)
+    queries = json.loads((args.workdir / "queries.json").read_text())
+    load_before = os.getloadavg()
+    result: dict = {"name": args.name, "workdir": str(args.workdir), "batch": args.batch, "k": args.k,
+                    "threads": args.threads, "torch": torch.__version__, "cpu": lscpu(), "methods": {}}
+    for method in args.methods:
+        runs: dict = {mode: [] for mode in MODES}
+        memory: dict = {}
+        local, _ = open_index(args.workdir, method)
+        lock = threading.Lock()
+
+        def in_process(qs, local=local, lock=lock):
+            with lock:
+                return local.search(qs, args.k)
+
+        for clients in args.clients:
+            n = max(args.requests, -(-40 // clients))
+            runs["in_process"].append(run_load(in_process, queries, clients, n, args.batch))
+            print(f"[bench] {method} in_process {runs['in_process'][-1]}", file=sys.stderr, flush=True)
+        del local
+        for mode in MODES[1:]:
+            port = free_port()
+            child = subprocess.Popen([sys.executable, __file__, "serve", "--mode", mode, "--method", method,
+                                      "--workdir", str(args.workdir), "--port", str(port),
+                                      "--threads", str(args.threads)], cwd=ROOT)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                start = time.perf_counter()
+                RemoteRetriever(url).wait_ready(timeout_s=600, poll_s=0.2)
+                memory[mode] = {"seconds_to_ready": round(time.perf_counter() - start, 1), "rss_ready_mb": rss_mb(child.pid)}
+                session_local = threading.local()
+
+                def ask(qs, url=url):
+                    session = getattr(session_local, "s", None) or requests.Session()
+                    session_local.s = session
+                    answer = session.post(f"{url}/retrieve", json={"queries": qs, "topk": args.k,
+                                                                    "return_scores": True}, timeout=600)
+                    answer.raise_for_status()
+                    return answer.json()
+
+                for clients in args.clients:
+                    n = max(args.requests, -(-40 // clients))
+                    runs[mode].append(run_load(ask, queries, clients, n, args.batch))
+                    print(f"[bench] {method} {mode} {runs[mode][-1]}", file=sys.stderr, flush=True)
+                memory[mode]["rss_after_mb"] = rss_mb(child.pid)
+            finally:
+                child.terminate()
+                child.wait(timeout=60)
+        result["methods"][method] = {"runs": runs, "server_memory": memory}
+    result.update(loadavg_fields(load_before))
+    out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    write_result(out, result)
+    md = markdown_head(args.name, result, torch.__version__, args.threads)
+    md += [f"Requests of {args.batch} queries, top-{args.k}; queries/s over the whole run, latency of one request.", "",
+           "| method | clients | in-process q/s | server q/s | one-at-a-time q/s | server / one-at-a-time | "
+           "server p50 / p99 ms | one-at-a-time p50 / p99 ms | in-process p50 / p99 ms |",
+           "|---|---:|---:|---:|---:|---:|---|---|---|"]
+    for method, data in result["methods"].items():
+        for a, b, c in zip(data["runs"]["in_process"], data["runs"]["server"], data["runs"]["one_at_a_time"]):
+            md.append(f"| {method} | {a['clients']} | {a['queries_per_s']} | {b['queries_per_s']} | {c['queries_per_s']} | "
+                      f"{b['queries_per_s'] / c['queries_per_s']:.2f}x | {b['p50_ms']} / {b['p99_ms']} | "
+                      f"{c['p50_ms']} / {c['p99_ms']} | {a['p50_ms']} / {a['p99_ms']} |")
+    md += ["", "| method | server | seconds to ready | RSS ready (MB) | RSS after the load (MB) |", "|---|---|---:|---:|---:|"]
+    for method, data in result["methods"].items():
+        for mode, m in data["server_memory"].items():
+            md.append(f"| {method} | {mode} | {m['seconds_to_ready']} | {m['rss_ready_mb']} | {m.get('rss_after_mb')} |")
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
