@@ -53,12 +53,18 @@ class SFTDataConfig:
     rejection_model: str = "base"      # records without a hop chain: model sampled from (data/models/<name> or a dir)
     rejection_samples: int = 4         # samples per such record; the first with EM 1 is kept
     rejection_max_questions: int = 256  # at most this many such records are tried (sampling is slow)
+    teacher_max_turns: int = 4         # searchable turns of the teacher's trajectories (rollout.max_turns for
+                                       # the warm-up only; keep them equal, except for a no-search RL run,
+                                       # rollout.max_turns 0, which keeps the searching warm-up)
 
     def __post_init__(self):
         check_types(self)
         for name in ("actor_examples", "refiner_examples", "refiner_heldout", "rejection_max_questions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
+        if self.teacher_max_turns < 1:
+            raise ValueError(f"teacher_max_turns must be an int >= 1 (the warm-up teaches searching), got "
+                             f"{self.teacher_max_turns!r}")
         if self.rejection_samples < 1:
             raise ValueError(f"rejection_samples must be >= 1, got {self.rejection_samples}")
         for name in ("mistake_share", "refiner_clean_share", "refiner_heldout_clean_share"):

@@ -7,6 +7,7 @@ in the rollout engine's token layout for the base model's tokenizer:
   data/sft/refiner_heldout.jsonl  more of them, never trained on (the refiner's accuracy test)
 and the counts and mix to results/sft_data.json.
 """
+from dataclasses import replace
 from pathlib import Path
 
 from searchr2.data import load_train_records
@@ -26,15 +27,18 @@ def main():
     records = load_train_records(QA_DIR, p.data.train_sets)
     tokenizer = load_tokenizer(BASE_MODEL)
     retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
+    # the warm-up always shows searching, with its own turn budget: a run whose RL and evaluation do not
+    # search (rollout.max_turns 0, the R1-base row) starts from the same warm-up as every other run
+    teacher = replace(p.rollout, max_turns=p.sft_data.teacher_max_turns)
 
     def sampler():
         """The rejection teacher's sampler: the named model, sampling rollouts (loaded only if needed)."""
         name = p.sft_data.rejection_model
         path = Path(name) if Path(name).is_dir() else model_dir(name)
         model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device))
-        return lambda questions: rollout(model, tokenizer, retriever, questions, p.rollout)
+        return lambda questions: rollout(model, tokenizer, retriever, questions, teacher)
 
-    actor, refiner, heldout, stats = build_warmup_data(records, tokenizer, retriever, p.rollout, p.refiner,
+    actor, refiner, heldout, stats = build_warmup_data(records, tokenizer, retriever, teacher, p.refiner,
                                                        p.sft_data, sampler)
     if not actor:
         raise InputError(QA_DIR, "the teacher kept no Actor trajectory (see the drop counts above)")

@@ -238,3 +238,11 @@ def test_records_without_a_hop_chain_go_to_the_rejection_sampler(tiny):
     with pytest.raises(ValueError, match="no hop chain"):
         build_warmup_data(recs, tok, WordRetriever(), CFG, RefinerConfig(),
                           SFTDataConfig(actor_examples=4, refiner_examples=0, refiner_heldout=0))
+
+
+def test_the_warm_up_teacher_keeps_searching_turns():
+    """sft_data.teacher_max_turns is the teacher's own budget (a no-search RL run keeps the searching
+    warm-up); a teacher without searches would teach nothing and is refused."""
+    assert SFTDataConfig().teacher_max_turns == 4
+    with pytest.raises(ValueError, match="teacher_max_turns must be an int >= 1"):
+        SFTDataConfig(teacher_max_turns=0)
