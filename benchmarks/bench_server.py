@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -110,12 +109,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_load(ask, queries: list[str], clients: int, requests: int, batch: int) -> dict:
     """``clients`` threads, each sending ``requests`` batches of ``batch`` queries; returns the figures."""
     latencies: list[float] = []
@@ -184,6 +177,7 @@ def main() -> None:
     import torch
 
     from searchr2.remote import RemoteRetriever
+    from searchr2.server import free_port
 
     torch.set_num_threads(args.threads)
     queries = json.loads((args.workdir / "queries.json").read_text())

@@ -313,18 +313,22 @@ def serve(app, cfg: ServerConfig) -> None:
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that is free now (the OS picks it), for a server whose URL must be known first."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 class BackgroundServer:
     """``app`` served by uvicorn on a thread of this process (tests and benchmarks); ``url`` once started."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        import socket
-
         import uvicorn
 
-        if port == 0:                                     # a free port, chosen now so the URL is known
-            with socket.socket() as s:
-                s.bind((host, 0))
-                port = s.getsockname()[1]
+        port = port or free_port(host)
         self.url = f"http://{host}:{port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
