@@ -37,7 +37,12 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=300, help="labelled meta prompts to train on")
     ap.add_argument("--clean-share", type=float, default=None, help="share labelled 0 (default: the params')")
     ap.add_argument("--model", default="data/models/sft", help="model to start from")
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per round")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="train --epochs on the examples this many times in a row (each round a fresh warm-up and decay "
+                         "from the previous round's model), scoring the held-out set after each: the learning curve")
+    ap.add_argument("--top-k", type=int, default=None,
+                    help="documents per search in the training examples (sft_data.refiner_top_k; held-out unchanged)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--freeze-layers", type=int, default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -63,7 +68,8 @@ def main() -> None:
     p = load_params()
     data_cfg = dataclasses.replace(p.sft_data, actor_examples=0, refiner_examples=args.examples,
                                    refiner_clean_share=(p.sft_data.refiner_clean_share if args.clean_share is None
-                                                        else args.clean_share))
+                                                        else args.clean_share),
+                                   refiner_top_k=p.sft_data.refiner_top_k if args.top_k is None else args.top_k)
     sft_cfg = dataclasses.replace(p.sft, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                                                 ("freeze_layers", args.freeze_layers)) if v is not None})
     tokenizer = load_tokenizer(args.model)
@@ -91,16 +97,23 @@ def main() -> None:
 
     before = score(args.model, heldout)
     print(f"[bench] before: {before}", flush=True)
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="refiner_warmup_") as tmp:
         path = Path(tmp) / "refiner.jsonl"
         write_jsonl(path, refiner)
-        data = load_sft_data([path], len(tokenizer), sft_cfg.max_seq_len)
-        t0 = time.perf_counter()
-        train = train_sft(sft_cfg, data, args.model, Path(tmp) / "model", Path(tmp) / "ckpt")
-        train_s = time.perf_counter() - t0
-        after = score(Path(tmp) / "model", heldout)
+        data = load_sft_data([path], len(tokenizer), sft_cfg.max_seq_len, decision_weight=sft_cfg.refiner_loss_weight)
+        start, train_s = args.model, 0.0
+        for k in range(1, args.rounds + 1):
+            t0 = time.perf_counter()
+            train = train_sft(sft_cfg, data, start, Path(tmp) / f"model{k}", Path(tmp) / f"ckpt{k}")
+            train_s += time.perf_counter() - t0
+            after = score(Path(tmp) / f"model{k}", heldout)
+            rounds.append({"round": k, "example_passes": k * sft_cfg.epochs * len(refiner),
+                           "train_seconds": round(train_s, 1), "auc": after["auc"], "exact": after["exact"]})
+            print(f"[bench] round {k}: {rounds[-1]}", flush=True)
+            start = Path(tmp) / f"model{k}"
         # as many of its own training examples as there are held-out ones: fitted, or not even that?
-        fitted = score(Path(tmp) / "model", refiner[:len(heldout)])
+        fitted = score(start, refiner[:len(heldout)])
     print(f"[bench] after: {after}\n[bench] on {len(heldout)} of its training examples: {fitted}", flush=True)
     result = {
         "examples": len(refiner), "labels": summary["refiner_labels"], "corruptions": summary["refiner_corruptions"],
@@ -108,11 +121,13 @@ def main() -> None:
         "sft": {k: v for k, v in dataclasses.asdict(sft_cfg).items()},
         "build_seconds": round(build_s, 1), "train_seconds": round(train_s, 1),
         "train": {k: train.get(k) for k in ("steps", "train_tokens", "tokens_per_s", "first_loss", "final_loss") if k in train},
+        "top_k": data_cfg.refiner_top_k or p.rollout.top_k, "rounds": rounds,
         "heldout_before": before, "heldout_after": after, "train_examples_after": fitted,
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
     }
-    out = Path(args.out or f"benchmarks/results/refiner_warmup_{len(refiner)}_ep{sft_cfg.epochs}.json")
+    out = Path(args.out or f"benchmarks/results/refiner_warmup_{len(refiner)}_ep{sft_cfg.epochs * args.rounds}"
+                           f"_top{data_cfg.refiner_top_k or p.rollout.top_k}.json")
     write_result(out, result, indent=1)
     print(f"[bench] wrote {out}")
 

@@ -15,9 +15,9 @@ The algorithm, in the order :func:`train_sft` runs it:
    ``grad_accum`` consecutive micro-batches make one optimizer step.
 3. The loss of a step is the weighted mean cross-entropy over all loss tokens of the step, on all
    processes: a long record weighs as many tokens as it has, not as one example. Each input file can
-   carry a weight per loss token (``load_sft_data(weights=...)``): the refiner's records have one
-   loss token each (the step number) against hundreds in an Actor record, so unweighted they would
-   get a fraction of a percent of the gradient (``sft.refiner_loss_weight``). The output head runs only at
+   mark the Meta-Refiner's decision tokens (``decisions``), which weigh ``sft.refiner_loss_weight``: a
+   meta prompt trains one token (the step number) against hundreds in an Actor trajectory, so
+   unweighted the refiner would get a fraction of a percent of the gradient. The output head runs only at
    the positions that carry loss (:class:`MaskedLMLoss`), which on CPU is about a quarter faster than
    full-vocabulary logits at every position and needs far less memory.
 4. AdamW with linear warm-up then linear decay, gradient clipping (:mod:`searchr2.training`, shared
@@ -93,11 +93,11 @@ class SFTConfig:
                                       # bfloat16 natively (a CPU with AMX or AVX512-BF16: about 2.5x faster
                                       # forward+backward here; a CUDA GPU with bf16), else fp32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
-    refiner_loss_weight: float = 100.0  # weight of each loss token of the refiner file relative to an Actor token:
-                                      # a meta prompt trains one answer token against ~100 per Actor record, so
-                                      # at 1.0 the refiner would get ~0.3% of the gradient (applied by the stage
-                                      # through load_sft_data's ``weights``; part of the fingerprint, so a
-                                      # changed weight never resumes an old checkpoint)
+    refiner_loss_weight: float = 100.0  # weight of each refiner decision token (a record's ``decisions``)
+                                      # relative to an Actor token: a meta prompt trains one answer token against
+                                      # ~100 per Actor trajectory, so at 1.0 the refiner would get ~0.3% of the
+                                      # gradient (part of the fingerprint: a changed weight never resumes an old
+                                      # checkpoint)
 
     def __post_init__(self):
         check_types(self, "sft config: ")
@@ -146,8 +146,10 @@ def _int_list(record: dict, field: str, path: Path, line: int) -> list[int]:
     return values
 
 
-def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[list[int], list[int]]:
-    """Return ``(token_ids, loss_mask)`` of a raw record, or raise an InputError naming path, line and field."""
+def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[list[int], list[int], list[int]]:
+    """Return ``(token_ids, loss_mask, decisions)`` of a raw record, or raise an InputError naming path, line
+    and field. ``decisions`` (optional in the record, [] when absent) lists the positions of the tokens that
+    are the Meta-Refiner's decisions; each must be a learnt token."""
     require_field(record, "id", str, path, line)
     ids = _int_list(record, "token_ids", path, line)
     mask = _int_list(record, "loss_mask", path, line)
@@ -166,32 +168,37 @@ def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[
                          line=line, field="loss_mask")
     if 1 not in mask:
         raise InputError(path, "has no 1: the record has no token to learn", line=line, field="loss_mask")
-    return ids, mask
+    decisions = _int_list(record, "decisions", path, line) if "decisions" in record else []
+    for pos in decisions:
+        if not 0 <= pos < len(ids) or not mask[pos]:
+            raise InputError(path, f"position {pos} is not a learnt token of the record (loss_mask is not 1 there)",
+                             line=line, field="decisions")
+    return ids, mask, decisions
 
 
 def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_len: int,
-                  weights: dict[str | os.PathLike, float] | None = None) -> SFTData:
+                  decision_weight: float = 1.0) -> SFTData:
     """Read and check every record of every file; skip (and count) those longer than ``max_seq_len``.
 
-    ``weights`` maps a path (as given in ``paths``) to the loss weight of each of its records' loss
-    tokens; files not named weigh 1. A missing file, a malformed line, a bad record, or no record at
-    all is an :class:`InputError`.
+    The tokens a record lists in ``decisions`` (the Meta-Refiner's answers, one per meta prompt, whether
+    the prompt is a record of its own or rides at the end of an Actor trajectory) weigh
+    ``decision_weight`` in the loss; every other learnt token weighs 1. A missing file, a malformed
+    line, a bad record, or no record at all is an :class:`InputError`.
     """
-    weights = {str(k): float(v) for k, v in (weights or {}).items()}
-    unknown = set(weights) - {str(p) for p in paths}
-    if unknown:
-        raise ValueError(f"loss weights for files that are not read: {sorted(unknown)}")
     records, skipped, files = [], 0, {}
     for path in map(Path, paths):
-        weight = weights.get(str(path), 1.0)
         files[str(path)] = sha256_file(path) if path.exists() else ""
         for line, raw in read_jsonl(path):          # raises "file not found" for a missing file
-            ids, mask = check_record(raw, path, line, vocab_size)
+            ids, mask, decisions = check_record(raw, path, line, vocab_size)
             if len(ids) > max_seq_len:
                 skipped += 1
                 continue
+            marks = None
+            if decisions:
+                marks = torch.zeros(len(ids), dtype=torch.bool)
+                marks[decisions] = True
             records.append(Record(raw["id"], path.name, torch.tensor(ids, dtype=torch.int32),
-                                  torch.tensor(mask, dtype=torch.bool), weight))
+                                  torch.tensor(mask, dtype=torch.bool), 1.0, marks, float(decision_weight)))
     if not records:
         names = ", ".join(str(p) for p in paths)
         why = f"all {skipped} are longer than sft.max_seq_len={max_seq_len}" if skipped else "the files are empty"

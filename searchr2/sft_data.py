@@ -11,22 +11,24 @@ from the back of the list, so no question is in two parts.
   as the only trained token: ``0`` for a clean oracle trajectory, ``j`` for one corrupted at step
   ``j``; ``refiner_clean_share`` of them clean.
 
-Every record is ``{"id", "kind", "token_ids", "loss_mask", ...}``; the trainer reads only those
-first fields, the rest documents the example.
+Every record is ``{"id", "kind", "token_ids", "loss_mask", "decisions", ...}``; the trainer reads only
+those fields (``decisions``: positions of the refiner's answer tokens, which weigh
+``sft.refiner_loss_weight``), the rest documents the example. With ``actor_decisions`` (inline layout)
+an Actor record's ids and mask go on past its trajectory with the review request and the answer 0.
 """
 from __future__ import annotations
 
 import random
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from tqdm import tqdm
 
 from searchr2.metrics import exact_match
 from searchr2.params import check_types
-from searchr2.refiner import RefinerConfig, answer_token_ids, meta_prompt_ids
+from searchr2.refiner import RefinerConfig, answer_token_ids, meta_prompt_ids, review_suffix_ids
 from searchr2.rollout import RolloutConfig, Trajectory
 from searchr2.teacher import (CORRUPTIONS, MISTAKES, NotApplicable, Plan, TeacherFailure, corrupted_trajectory,
                               oracle_trajectory, plan_for, rejection_sample)
@@ -42,7 +44,14 @@ class SFTDataConfig:
     mistake_share: float = 0.2         # share of Actor trajectories with one realistic mistake then a recovery
     train_on_mistakes: bool = False    # also put loss on the mistaken turn (false: it is loss-masked, only the
                                        # recovery is learnt)
+    actor_decisions: bool = True       # inline layout: each Actor trajectory without a mistake also trains the
+                                       # refiner's answer 0 (accept) in its own row, the review request appended
+                                       # (~60 tokens instead of a ~800-token meta prompt of its own; the packed rows
+                                       # of RL do the same); ignored for the numbered layout
     refiner_examples: int = 48         # labelled meta-prompt examples to train on
+    refiner_top_k: int = 0             # documents per search in those training examples (0: rollout.top_k). Fewer
+                                       # make a meta prompt shorter (1: ~450 tokens instead of ~800), so the same
+                                       # time trains more of them; the held-out examples always use rollout.top_k
     refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j.
                                        # 0.7: the paper (arXiv 2602.03647) revises ~30% of trajectories, and at
                                        # 0.5 a refiner that cannot yet tell them apart sits on the revise rule's
@@ -59,7 +68,8 @@ class SFTDataConfig:
 
     def __post_init__(self):
         check_types(self)
-        for name in ("actor_examples", "refiner_examples", "refiner_heldout", "rejection_max_questions"):
+        for name in ("actor_examples", "refiner_examples", "refiner_heldout", "rejection_max_questions",
+                     "refiner_top_k"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
         if self.teacher_max_turns < 1:
@@ -102,9 +112,16 @@ class _Pools:
         return sorted(pool or self.answers)
 
 
-def _actor_record(record: dict, traj: Trajectory, source: str, **extra) -> dict:
-    return {"id": record["id"], "kind": "actor", "source": source, "golden_answers": record["golden_answers"],
-            **extra, **traj.to_dict()}
+def _actor_record(record: dict, traj: Trajectory, source: str, review: list[int] | None = None, **extra) -> dict:
+    """The trajectory's fields; with ``review`` (the inline review request's tokens and the refiner's answer 0),
+    ``token_ids`` and ``loss_mask`` go on past the trajectory to train that decision in the same row."""
+    out = {"id": record["id"], "kind": "actor", "source": source, "golden_answers": record["golden_answers"],
+           **extra, **traj.to_dict()}
+    if review:
+        out["token_ids"] = out["token_ids"] + review
+        out["loss_mask"] = out["loss_mask"] + [0] * (len(review) - 1) + [1]
+        out["decisions"] = [len(out["token_ids"]) - 1]
+    return out
 
 
 def _refiner_record(record: dict, traj: Trajectory, label: int, corruption: str | None, tokenizer,
@@ -113,7 +130,12 @@ def _refiner_record(record: dict, traj: Trajectory, label: int, corruption: str 
     answer = answer_token_ids(tokenizer, traj.turns)[label]
     return {"id": record["id"], "kind": "refiner", "question": record["question"], "label": label,
             "n_steps": traj.turns, "corruption": corruption, "trajectory": traj.response_text(tokenizer),
-            "token_ids": prompt + [answer], "loss_mask": [0] * len(prompt) + [1]}
+            "token_ids": prompt + [answer], "loss_mask": [0] * len(prompt) + [1], "decisions": [len(prompt)]}
+
+
+def _accept_review(traj: Trajectory, tokenizer) -> list[int]:
+    """The inline layout's review request after ``traj`` and the refiner's answer 0 (accept)."""
+    return review_suffix_ids(tokenizer, traj.turns) + [answer_token_ids(tokenizer, traj.turns)[0]]
 
 
 def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: RolloutConfig,
@@ -135,6 +157,7 @@ def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: Ro
         return random.Random(f"{cfg.seed}:{what}:{record['id']}")
 
     # ---- Actor trajectories, from the front of the list
+    decide = cfg.actor_decisions and refiner_cfg.layout == "inline"
     actor, no_chain, used = [], [], 0
     bar = tqdm(total=cfg.actor_examples, desc="sft_data actor", unit="traj")
     while len(actor) < cfg.actor_examples and used < len(records):
@@ -169,8 +192,10 @@ def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: Ro
             stats["dropped_wrong_answer"] += 1
             continue
         requeries = len(traj.searches) - len(plan.hops) - (mistake is not None)
-        actor.append(_actor_record(record, traj, "oracle", type=(record.get("metadata") or {}).get("type"),
+        review = _accept_review(traj, tokenizer) if decide and mistake is None else None
+        actor.append(_actor_record(record, traj, "oracle", review, type=(record.get("metadata") or {}).get("type"),
                                    mistake=mistake, requeries=requeries))
+        stats["with_decision"] += review is not None
         stats["with_mistake"] += mistake is not None
         stats["with_requery"] += requeries > 0
         bar.update(1)
@@ -183,11 +208,15 @@ def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: Ro
         stats["rejection_kept"] = len(kept)
         for record in no_chain:
             if record["id"] in kept and len(actor) < cfg.actor_examples:
-                actor.append(_actor_record(record, kept[record["id"]], "rejection",
+                traj = kept[record["id"]]
+                review = _accept_review(traj, tokenizer) if decide and traj.turns else None
+                actor.append(_actor_record(record, traj, "rejection", review,
                                            type=(record.get("metadata") or {}).get("type"), mistake=None, requeries=0))
+                stats["with_decision"] += review is not None
 
     # ---- Meta-Refiner examples: training ones next, held-out ones from the back of the list
-    def refiner_examples(pool: list[dict], n: int, what: str, clean_share: float) -> tuple[list[dict], set[str]]:
+    def refiner_examples(pool: list[dict], n: int, what: str, clean_share: float,
+                         search: RolloutConfig) -> tuple[list[dict], set[str]]:
         n_clean = round(n * clean_share)
         wanted = [0] * n_clean + [1] * (n - n_clean)          # 0 = clean, 1 = corrupted
         random.Random(f"{cfg.seed}:{what}").shuffle(wanted)
@@ -202,13 +231,13 @@ def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: Ro
             rng = rng_for(record, what)
             try:
                 if wanted[len(out)] == 0:
-                    traj = oracle_trajectory(plan, record["question"], tokenizer, retriever, rollout_cfg, rng=rng)
+                    traj = oracle_trajectory(plan, record["question"], tokenizer, retriever, search, rng=rng)
                     out.append(_refiner_record(record, traj, 0, None, tokenizer, refiner_cfg))
                 else:
                     chain = not plan.comparison and len(plan.hops) > 1
                     kinds = CORRUPTIONS if chain else tuple(c for c in CORRUPTIONS if c != "wrong_bridge")
                     corruption = rng.choice(kinds)
-                    traj, step = corrupted_trajectory(plan, record["question"], tokenizer, retriever, rollout_cfg,
+                    traj, step = corrupted_trajectory(plan, record["question"], tokenizer, retriever, search,
                                                       corruption, rng, pools.distractors(plan),
                                                       pools.wrong_answers(plan, record))
                     out.append(_refiner_record(record, traj, step, corruption, tokenizer, refiner_cfg))
@@ -217,9 +246,11 @@ def build_warmup_data(records: list[dict], tokenizer, retriever, rollout_cfg: Ro
         return out, consumed
 
     rest = records[used:]
-    heldout, heldout_ids = refiner_examples(rest[::-1], cfg.refiner_heldout, "heldout", cfg.refiner_heldout_clean_share)
+    heldout, heldout_ids = refiner_examples(rest[::-1], cfg.refiner_heldout, "heldout", cfg.refiner_heldout_clean_share,
+                                            rollout_cfg)
+    short = replace(rollout_cfg, top_k=cfg.refiner_top_k) if cfg.refiner_top_k else rollout_cfg
     refiner, _ = refiner_examples([r for r in rest if r["id"] not in heldout_ids], cfg.refiner_examples, "refiner",
-                                  cfg.refiner_clean_share)
+                                  cfg.refiner_clean_share, short)
     summary = build_stats(actor, refiner, heldout, stats, used, time.perf_counter() - start)
     return actor, refiner, heldout, summary
 
@@ -239,6 +270,7 @@ def build_stats(actor: list[dict], refiner: list[dict], heldout: list[dict], sta
         "actor_by_type": dict(sorted(Counter(str(r["type"]) for r in actor).items())),
         "actor_by_source": dict(sorted(Counter(r["source"] for r in actor).items())),
         "actor_with_mistake": stats["with_mistake"], "actor_with_requery": stats["with_requery"],
+        "actor_with_decision": stats["with_decision"],
         "actor_dropped": {k.removeprefix("dropped_"): v for k, v in sorted(stats.items()) if k.startswith("dropped_")},
         "rejection": {"tried": stats["rejection_tried"], "kept": stats["rejection_kept"]},
         "refiner_labels": labels(refiner), "heldout_labels": labels(heldout),

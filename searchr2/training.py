@@ -53,7 +53,9 @@ class Record:
     source: str               # name of the file it came from
     ids: torch.Tensor         # int32 token ids
     mask: torch.Tensor        # bool, same length
-    weight: float = 1.0       # loss weight of each of its loss tokens
+    weight: float = 1.0       # loss weight of each of its loss tokens, except the refiner's decisions
+    decisions: torch.Tensor | None = None   # bool, same length: True at the Meta-Refiner's decision tokens
+    decision_weight: float = 1.0            # loss weight of each of those (sft.refiner_loss_weight)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,7 +88,8 @@ def plan_micro_batches(lengths: Sequence[int], max_tokens: int, seed: int) -> li
 
 def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Right-padded ``input_ids``, ``attention_mask``, shifted ``labels`` (position t predicts token t+1)
-    and ``loss_weights`` (the record's weight where a label is learnt, 0 elsewhere)."""
+    and ``loss_weights`` (where a label is learnt: the record's ``decision_weight`` at its refiner decisions,
+    its ``weight`` elsewhere; 0 where nothing is learnt)."""
     width = max(len(r) for r in records)
     input_ids = torch.full((len(records), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(records), width), dtype=torch.long)
@@ -98,7 +101,10 @@ def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tenso
         attention_mask[row, :n] = 1
         target = r.ids[1:].long()
         labels[row, :n - 1] = torch.where(r.mask[1:], target, torch.full_like(target, IGNORE))
-        loss_weights[row, :n - 1] = r.mask[1:].float() * r.weight
+        weights = torch.full((n - 1,), float(r.weight))
+        if r.decisions is not None:
+            weights = torch.where(r.decisions[1:], torch.tensor(float(r.decision_weight)), weights)
+        loss_weights[row, :n - 1] = r.mask[1:].float() * weights
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "loss_weights": loss_weights}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from conftest import (ENV, LAUNCHERS, NAMES, assert_killed, assert_trained_alike, launch_two_processes,
@@ -147,25 +148,35 @@ def test_a_step_weighs_every_loss_token_equally(base, tok, tmp_path):
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
-def test_file_weights_scale_each_loss_token(base, tok, tmp_path):
-    """A weight w on one file's records: the step's loss is sum(w * ce) / sum(w) over the loss tokens."""
+def test_refiner_decisions_weigh_refiner_loss_weight(base, tok, tmp_path):
+    """Tokens a record lists in ``decisions`` weigh decision_weight, every other learnt token 1: the step's
+    loss is sum(w * ce) / sum(w) over the loss tokens, also when the decision ends an Actor record."""
     from accelerate import Accelerator
 
-    paths = write_files(tmp_path, [make_record(tok, 0, hops=3)], [make_record(tok, 1, hops=1)])
-    data = load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, weights={paths[1]: 7.0})
-    assert [r.weight for r in data.records] == [1.0, 7.0]
+    actor, refiner = make_record(tok, 0, hops=3), make_record(tok, 1, hops=1)
+    refiner["loss_mask"] = [0] * (len(refiner["token_ids"]) - 1) + [1]
+    refiner["decisions"] = [len(refiner["token_ids"]) - 1]
+    actor["decisions"] = [max(i for i, m in enumerate(actor["loss_mask"]) if m)]   # its last learnt token
+    paths = write_files(tmp_path, [actor], [refiner])
+    data = load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, decision_weight=7.0)
     lm = load_model(base)
-    ce = []
+    batch = collate(data.records)
     with torch.no_grad():
-        for r in data.records:
-            b = collate([r])
-            ce.append(MaskedLMLoss(lm)(b["input_ids"], b["attention_mask"], b["labels"]).item())
-    n = [int(r.mask.sum()) for r in data.records]
-    stats = backward_step(Accelerator(cpu=True), MaskedLMLoss(lm), [collate(data.records)])
-    assert stats["loss"] == pytest.approx((ce[0] + 7.0 * ce[1]) / (n[0] + 7.0 * n[1]), rel=1e-5)
-    assert stats["loss_tokens"] == sum(n)
-    with pytest.raises(ValueError, match="not read"):
-        load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, weights={tmp_path / "other.jsonl": 2.0})
+        hidden = lm.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        ce = F.cross_entropy(lm.lm_head(hidden).transpose(1, 2), batch["labels"], ignore_index=IGNORE, reduction="none")
+    keep = batch["labels"] != IGNORE
+    weights = torch.ones_like(ce)
+    for row, r in enumerate((actor, refiner)):
+        weights[row, r["decisions"][0] - 1] = 7.0     # position t - 1 predicts token t
+    assert torch.equal(batch["loss_weights"][keep], weights[keep])
+    stats = backward_step(Accelerator(cpu=True), MaskedLMLoss(lm), [batch])
+    assert stats["loss"] == pytest.approx(float((ce * weights)[keep].sum() / weights[keep].sum()), rel=1e-5)
+    assert stats["loss_tokens"] == int(keep.sum())
+    # a decision must be a learnt token of its record
+    refiner["decisions"] = [0]
+    bad = write_files(tmp_path / "bad", [actor], [refiner])
+    with pytest.raises(InputError, match=r"refiner.jsonl:1: field 'decisions': position 0 is not a learnt token"):
+        load_sft_data(bad, vocab_size=len(tok), max_seq_len=4096)
 
 
 def test_micro_batches_change_order_each_epoch_and_follow_the_seed():

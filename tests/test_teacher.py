@@ -4,13 +4,14 @@ The retriever here is a real (if naive) one: it ranks a handful of passages by s
 the teacher has to read actual results, and a test can make it miss.
 """
 import json
+from dataclasses import replace
 import random
 import re
 
 import pytest
 
 from searchr2.metrics import exact_match
-from searchr2.refiner import RefinerConfig
+from searchr2.refiner import RefinerConfig, answer_token_ids, review_suffix_ids
 from searchr2.rollout import RetrievalError, RolloutConfig, Trajectory, rollout
 from searchr2.sft_data import SFTDataConfig, build_warmup_data
 from searchr2.teacher import (NotApplicable, TeacherFailure, corrupted_trajectory, oracle_trajectory, plan_for,
@@ -214,6 +215,23 @@ def test_build_keeps_correct_actor_data_and_disjoint_balanced_refiner_sets(tiny)
         assert r["loss_mask"] == [0] * (len(r["token_ids"]) - 1) + [1]
         assert 0 <= r["label"] <= r["n_steps"]
     assert stats["actor"] == 6 and stats["refiner_labels"]["0"] == 3 and stats["actor_with_mistake"] >= 1
+    for r in refiner + heldout:
+        assert r["decisions"] == [len(r["token_ids"]) - 1]
+    # actor_decisions (inline layout): a clean Actor trajectory also trains the refiner's "accept" in its row
+    accept = {n: answer_token_ids(tok, n)[0] for n in range(1, 6)}
+    for a in actor:
+        if a["mistake"] is None:
+            review = review_suffix_ids(tok, a["turns"]) + [accept[a["turns"]]]
+            assert a["token_ids"][-len(review):] == review and a["decisions"] == [len(a["token_ids"]) - 1]
+            assert a["loss_mask"][-len(review):] == [0] * (len(review) - 1) + [1]
+        else:
+            assert "decisions" not in a
+    assert stats["actor_with_decision"] == sum(a["mistake"] is None for a in actor) >= 1
+    plain = build_warmup_data(recs, tok, WordRetriever(), CFG, RefinerConfig(obs_tokens=40),
+                              replace(cfg, actor_decisions=False))[0]
+    for a, b in zip(actor, plain):
+        cut = len(b["token_ids"])
+        assert a["token_ids"][:cut] == b["token_ids"] and "decisions" not in b
     assert json.dumps(stats)  # a metrics file
     again = build_warmup_data(recs, tok, WordRetriever(), CFG, RefinerConfig(obs_tokens=40), cfg)
     assert [a["token_ids"] for a in again[0]] == [a["token_ids"] for a in actor]   # the seed decides everything
