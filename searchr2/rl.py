@@ -143,14 +143,35 @@ def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, flo
     return {k: sum(m[k] for m in every if k in m) / sum(k in m for m in every) for k in names}
 
 
+def revision_effect(pairs: list, seed: int, samples: int = 2000) -> dict:
+    """What the refiner's revisions did over a run: the mean reward of the revised trajectories before and
+    after revising, and the paired difference with its 95% bootstrap interval over the revisions
+    (``ci95`` None below 2 revisions)."""
+    from searchr2.stats import paired_difference
+
+    if not pairs:
+        return {"n": 0, "before": None, "after": None, "diff": None, "ci95": None, "better": 0, "worse": 0}
+    before, after = [p[0] for p in pairs], [p[1] for p in pairs]
+    n = len(pairs)
+    out = {"n": n, "before": round(sum(before) / n, 4), "after": round(sum(after) / n, 4),
+           "diff": round((sum(after) - sum(before)) / n, 4), "ci95": None,
+           "better": sum(a > b for b, a in pairs), "worse": sum(a < b for b, a in pairs)}
+    if n >= 2:
+        paired = paired_difference({"run": after}, {"run": before}, samples, seed)
+        out["ci95"] = [round(c / 100, 4) for c in paired["ci95"]]
+    return out
+
+
 def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
             refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0,
-            on_phase: Callable[[str], object] | None = None):
+            on_phase: Callable[[str], object] | None = None, revisions: list | None = None):
     """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics).
 
     ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
     sample independently; rank 0 samples as a single-process run does. ``on_phase(name)`` is called as
-    each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it).
+    each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it). ``revisions``,
+    when given, gets one ``[reward before, reward after]`` per trajectory the refiner revised (the run's
+    paired comparison of what revising did, :func:`revision_effect`).
     """
     phase = on_phase or (lambda name: None)
     timings, metrics = {}, {}
@@ -185,6 +206,8 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         before = score([group[i] for i in revised], [originals[i] for i in revised], reward_cfg, judge)
         metrics["revised_reward_before"] = sum(r["reward"] for r in before) / len(revised)
         metrics["revised_reward_after"] = sum(rewards[i] for i in revised) / len(revised)
+        if revisions is not None:
+            revisions.extend([float(b["reward"]), float(rewards[i])] for b, i in zip(before, revised))
 
     advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
     sequences, seq_adv, weights = training_sequences(trajs, advantages, decisions, cfg.refiner_weight)
@@ -366,7 +389,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
                          f"{world} processes need at least {world}")
 
     progress, resumed = resume(accelerator, checkpoint_dir, run_id, stage="rl", fresh={
-        "step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0})
+        "step": 0, "fingerprint": run_id, "best_val_em": None, "best_step": None, "val": [], "seconds": 0.0,
+        "revisions": []})
     if resumed and main:
         print(f"[rl] resuming from step {progress['step']}", file=sys.stderr)
     elif best_dir.exists() and main:
@@ -410,13 +434,19 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     for step in range(resumed_from + 1, cfg.steps + 1):
         start = time.perf_counter()
         batch = shard(step_questions(pool, cfg, step), accelerator)
+        revised: list = []
         with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
             t0 = time.perf_counter()
             lm_now = generator.weights()
             synced = time.perf_counter() - t0
             sequences, advantages, weights, metrics, timings = rl_step(
                 lm_now, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
-                on_phase=lambda name: phase(step, name))
+                on_phase=lambda name: phase(step, name), revisions=revised)
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            revised = gather_object(revised)
+        progress.setdefault("revisions", []).extend(revised)
         timings["rollout"] += synced                    # refreshing the generating copy is part of rolling out
         phase(step, "update")
         t0 = time.perf_counter()
@@ -457,7 +487,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
                "seconds_per_step": round(progress["seconds"] / max(progress["step"], 1), 1),
                "best_step": progress["best_step"], "best_val_em": progress["best_val_em"], "val": progress["val"],
                "processes": world, "zero_stage": zero_stage(accelerator), "mixed_precision": cfg.mixed_precision,
-               "generate_dtype": cfg.generate_dtype, "fingerprint": run_id}
+               "generate_dtype": cfg.generate_dtype, "fingerprint": run_id,
+               "revisions": revision_effect(progress.get("revisions", []), cfg.seed)}
     if live is not None:
         for key in ("best_step", "best_val_em"):
             live.summary[key] = summary[key]

@@ -98,6 +98,9 @@ class SFTConfig:
                                       # ~100 per Actor trajectory, so at 1.0 the refiner would get ~0.3% of the
                                       # gradient (part of the fingerprint: a changed weight never resumes an old
                                       # checkpoint)
+    refiner_passes: int = 1           # times each record of the refiner file (data/sft/refiner.jsonl) is trained per
+                                      # epoch: the refiner's examples need more passes than the Actor's trajectories
+                                      # (docs/measurements.md, "Refiner warm-up"); the Actor file is seen once
 
     def __post_init__(self):
         check_types(self, "sft config: ")
@@ -106,7 +109,7 @@ class SFTConfig:
             if not cond:
                 raise ValueError(f"sft config: {what}")
 
-        for name in ("epochs", "micro_batch_tokens", "grad_accum", "save_every_steps"):
+        for name in ("epochs", "micro_batch_tokens", "grad_accum", "save_every_steps", "refiner_passes"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check_optimizer_knobs(self, need)
         need(self.refiner_loss_weight > 0, f"refiner_loss_weight must be > 0, got {self.refiner_loss_weight}")
@@ -131,7 +134,7 @@ class SFTData:
     files: dict[str, str]             # input path -> sha256 of its bytes
 
     def counts(self) -> dict[str, int]:
-        """Records used per input file name."""
+        """Records trained per epoch per input file name (a record listed twice, ``passes``, counts twice)."""
         out = {Path(p).name: 0 for p in self.files}
         for r in self.records:
             out[r.source] += 1
@@ -177,17 +180,25 @@ def check_record(record: dict, path: Path, line: int, vocab_size: int) -> tuple[
 
 
 def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_len: int,
-                  decision_weight: float = 1.0) -> SFTData:
+                  decision_weight: float = 1.0, passes: dict[str | os.PathLike, int] | None = None) -> SFTData:
     """Read and check every record of every file; skip (and count) those longer than ``max_seq_len``.
 
     The tokens a record lists in ``decisions`` (the Meta-Refiner's answers, one per meta prompt, whether
     the prompt is a record of its own or rides at the end of an Actor trajectory) weigh
     ``decision_weight`` in the loss; every other learnt token weighs 1. A missing file, a malformed
-    line, a bad record, or no record at all is an :class:`InputError`.
+    line, a bad record, or no record at all is an :class:`InputError`. ``passes`` maps a path (as given in
+    ``paths``) to the number of times each of its records is listed, i.e. trained per epoch (default 1).
     """
+    passes = {str(k): int(v) for k, v in (passes or {}).items()}
+    unknown = set(passes) - {str(p) for p in paths}
+    if unknown:
+        raise ValueError(f"passes for files that are not read: {sorted(unknown)}")
+    if any(v < 1 for v in passes.values()):
+        raise ValueError(f"passes must be >= 1, got {passes}")
     records, skipped, files = [], 0, {}
     for path in map(Path, paths):
         files[str(path)] = sha256_file(path) if path.exists() else ""
+        first = len(records)
         for line, raw in read_jsonl(path):          # raises "file not found" for a missing file
             ids, mask, decisions = check_record(raw, path, line, vocab_size)
             if len(ids) > max_seq_len:
@@ -199,6 +210,7 @@ def load_sft_data(paths: Sequence[str | os.PathLike], vocab_size: int, max_seq_l
                 marks[decisions] = True
             records.append(Record(raw["id"], path.name, torch.tensor(ids, dtype=torch.int32),
                                   torch.tensor(mask, dtype=torch.bool), 1.0, marks, float(decision_weight)))
+        records += records[first:] * (passes.get(str(path), 1) - 1)
     if not records:
         names = ", ".join(str(p) for p in paths)
         why = f"all {skipped} are longer than sft.max_seq_len={max_seq_len}" if skipped else "the files are empty"

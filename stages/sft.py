@@ -21,7 +21,8 @@ def main():
         raise FileNotFoundError(f"{BASE_MODEL}: no base model; run the `model` stage (dvc repro model) first")
     # every record is checked before the model is loaded: a bad line fails in seconds, not after loading 7B
     data = load_sft_data([SFT_ACTOR, SFT_REFINER], len(load_tokenizer(BASE_MODEL)), p.sft.max_seq_len,
-                         decision_weight=p.sft.refiner_loss_weight)
+                         decision_weight=p.sft.refiner_loss_weight,
+                         passes={SFT_REFINER: p.sft.refiner_passes})
     summary = train_sft(p.sft, data, BASE_MODEL, model_dir("sft"), SFT_CHECKPOINTS, live_dir=RESULTS / "sft")
     if summary is not None:    # the main process; the others return None
         write_json(RESULTS / "sft.json", {"profile": p.profile, **summary})

@@ -62,6 +62,16 @@ def killed_in_step_2(update):
     return dying_update
 
 
+def test_revision_effect_pairs_each_revised_trajectorys_reward_before_and_after():
+    effect = rl.revision_effect([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], seed=0)
+    assert effect["n"] == 4 and effect["before"] == 0.25 and effect["after"] == 0.5 and effect["diff"] == 0.25
+    assert effect["better"] == 2 and effect["worse"] == 1
+    lo, hi = effect["ci95"]
+    assert -1.0 <= lo <= 0.25 <= hi <= 1.0
+    assert rl.revision_effect([[0.0, 1.0]] * 10, seed=0)["ci95"] == [1.0, 1.0]   # every revision helped
+    assert rl.revision_effect([], seed=0)["n"] == 0 and rl.revision_effect([[1.0, 0.0]], seed=0)["ci95"] is None
+
+
 def test_questions_are_split_and_drawn_from_the_seed_alone():
     records = _records(12)
     pool, val = split_questions(records, CFG)
@@ -92,6 +102,8 @@ def test_rl_trains_logs_and_resumes_to_the_same_weights(base, tmp_path, monkeypa
     again = _weights(tmp_path / "b/out")
     assert all(torch.equal(again[k], trained[k]) for k in trained)
     assert (tmp_path / "b/live/plots/metrics/loss.tsv").read_text().splitlines() == loss   # no step lost or repeated
+    # every revision of the run, before and after, survives the kill (no step's revisions lost or counted twice)
+    assert summary["revisions"]["n"] >= 1 and resumed["revisions"] == summary["revisions"]
 
 
 def test_a_bf16_run_generates_with_a_bf16_copy_trains_float32_weights_and_resumes_alike(base, tmp_path, monkeypatch):

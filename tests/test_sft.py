@@ -172,6 +172,12 @@ def test_refiner_decisions_weigh_refiner_loss_weight(base, tok, tmp_path):
     stats = backward_step(Accelerator(cpu=True), MaskedLMLoss(lm), [batch])
     assert stats["loss"] == pytest.approx(float((ce * weights)[keep].sum() / weights[keep].sum()), rel=1e-5)
     assert stats["loss_tokens"] == int(keep.sum())
+    # passes: the refiner file's records are listed (trained) that many times an epoch
+    thrice = load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, passes={paths[1]: 3})
+    assert thrice.counts() == {"actor.jsonl": 1, "refiner.jsonl": 3}
+    assert [r.id for r in thrice.records] == [actor["id"]] + [refiner["id"]] * 3
+    with pytest.raises(ValueError, match="not read"):
+        load_sft_data(paths, vocab_size=len(tok), max_seq_len=4096, passes={tmp_path / "other.jsonl": 2})
     # a decision must be a learnt token of its record
     refiner["decisions"] = [0]
     bad = write_files(tmp_path / "bad", [actor], [refiner])

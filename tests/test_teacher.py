@@ -237,6 +237,24 @@ def test_build_keeps_correct_actor_data_and_disjoint_balanced_refiner_sets(tiny)
     assert [a["token_ids"] for a in again[0]] == [a["token_ids"] for a in actor]   # the seed decides everything
 
 
+def test_refiner_top_k_shortens_only_the_training_examples(tiny):
+    """sft_data.refiner_top_k: the refiner's training meta prompts show fewer documents per search; the
+    held-out ones (the accuracy test) keep rollout.top_k, token for token."""
+    _, tok = tiny
+    cfg = SFTDataConfig(seed=3, actor_examples=2, refiner_examples=6, refiner_clean_share=0.5, refiner_heldout=4)
+    recs, wide = _records(30), replace(CFG, top_k=3)
+    _, full, heldout, _ = build_warmup_data(recs, tok, WordRetriever(), wide, RefinerConfig(), cfg)
+    _, short, heldout_short, _ = build_warmup_data(recs, tok, WordRetriever(), wide, RefinerConfig(),
+                                                   replace(cfg, refiner_top_k=2))
+    assert [r["token_ids"] for r in heldout_short] == [r["token_ids"] for r in heldout]
+    assert len(short) == len(full) == 6 and sum(r["label"] == 0 for r in short) == 3
+    assert all("Doc 2(" in r["trajectory"] and "Doc 3(" not in r["trajectory"] for r in short)
+    assert any("Doc 3(" in r["trajectory"] for r in full) and any("Doc 3(" in r["trajectory"] for r in heldout_short)
+    assert sum(map(len, (r["token_ids"] for r in short))) < sum(map(len, (r["token_ids"] for r in full)))
+    with pytest.raises(ValueError, match="refiner_top_k must be an int >= 0"):
+        SFTDataConfig(refiner_top_k=-1)
+
+
 def test_records_without_a_hop_chain_go_to_the_rejection_sampler(tiny):
     _, tok = tiny
     recs = [{"id": f"n{i}", "question": f"Is {i} even?", "golden_answers": ["yes" if i % 2 == 0 else "no"],
