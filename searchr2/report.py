@@ -181,12 +181,38 @@ def _pipeline_order(item) -> tuple:
     return (MODEL_NAMES.index(item[0]) if item[0] in MODEL_NAMES else len(MODEL_NAMES), item[0])
 
 
+def refiner_in_rl(curves: dict, rl_summary: dict | None) -> str:
+    """The Meta-Refiner's behaviour during RL in words: the share of first reviews it accepted, per step,
+    and what its revisions did to the reward (paired over the revised trajectories, ``revisions`` of the
+    rl stage's summary). "" when the run had no refiner."""
+    accepted = curves.get("acceptance_rate")
+    effect = (rl_summary or {}).get("revisions")
+    if not accepted and not effect:
+        return ""
+    text = "\nMeta-Refiner during RL:"
+    if accepted:
+        values = accepted[1]
+        text += (f" it accepted {100 * sum(values) / len(values):.0f}% of the trajectories on first review over the "
+                 f"run (per step: {', '.join(f'{100 * v:.0f}%' for v in values)}; the paper's refiner accepts "
+                 "roughly 60-90%).")
+    if effect and effect.get("n"):
+        ci = effect.get("ci95")
+        text += (f" It revised {effect['n']} trajectories; their mean reward went from {effect['before']:.3f} before "
+                 f"revision to {effect['after']:.3f} after ({effect['diff']:+.3f}, paired 95% interval "
+                 f"{f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else '–'}; {effect['better']} better, {effect['worse']} worse).")
+    elif effect is not None:
+        text += " It revised no trajectory."
+    return text + "\n"
+
+
 def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: Path, profile: str,
-                 corpus_label: str, rl_rung: str = "Search-R2", bootstrap: tuple[int, int] = (2000, 0)) -> dict:
+                 corpus_label: str, rl_rung: str = "Search-R2", bootstrap: tuple[int, int] = (2000, 0),
+                 rl_summary: dict | None = None) -> dict:
     """Write ``out_md``, ``assets/em.csv``, ``assets/em_by_set.png`` and (when the rl run logged
     curves) ``assets/rl_curves.png``. ``rl_rung``: the paper row the RL run reproduces
-    (:func:`ladder_rung`); ``bootstrap``: samples and seed of the paired intervals. Returns what was
-    written and which rows had missing cells."""
+    (:func:`ladder_rung`); ``bootstrap``: samples and seed of the paired intervals; ``rl_summary``: the rl
+    stage's summary (results/rl.json), for what the refiner did during RL. Returns what was written and
+    which rows had missing cells."""
     from searchr2.curves import plot_curves, read_curves
 
     rows = system_rows(metrics)
@@ -229,6 +255,7 @@ def write_report(metrics: dict, rl_run_dir: Path | None, out_md: Path, assets: P
                                       fmt_cell(100 * v["revise_rate"]),
                                       fmt_cell(100 * v["auc"]) if v.get("auc") is not None else "–", str(v["n"])]
                                      for m, v in sorted(metrics["refiner"].items(), key=_pipeline_order)]))
+    parts.append(refiner_in_rl(curves, rl_summary))
     parts += [
         "\n## Published (Search-R2 paper, arXiv 2602.03647; docs/method.md#published-numbers), for reference only\n\n"
         "Real benchmarks, full test/dev sets, not comparable cell by cell with the table above unless this "

@@ -44,7 +44,7 @@ class SFTDataConfig:
     mistake_share: float = 0.2         # share of Actor trajectories with one realistic mistake then a recovery
     train_on_mistakes: bool = False    # also put loss on the mistaken turn (false: it is loss-masked, only the
                                        # recovery is learnt)
-    actor_decisions: bool = True       # inline layout: each Actor trajectory without a mistake also trains the
+    actor_decisions: bool = False      # inline layout: each Actor trajectory without a mistake also trains the
                                        # refiner's answer 0 (accept) in its own row, the review request appended
                                        # (~60 tokens instead of a ~800-token meta prompt of its own; the packed rows
                                        # of RL do the same); ignored for the numbered layout

@@ -1,6 +1,7 @@
 """Stage `report`: results/report.md, the paper-style table of this run beside the published rows.
 
-Reads results/metrics.json (stage metrics) and the rl stage's dvclive curves in results/rl/; writes
+Reads results/metrics.json (stage metrics), the rl stage's summary results/rl.json and its dvclive
+curves in results/rl/; writes
 results/report.md, results/report/em.csv, results/report/em_by_set.png and
 results/report/rl_curves.png. Cheap (seconds): it reruns whenever the metrics do.
 """
@@ -22,7 +23,8 @@ def main():
     metrics = read_stage_json(METRICS_JSON, "metrics")
     rung = ladder_rung(p.refiner.enabled, p.reward.process, p.rl.refiner_weight, p.rollout.max_turns)
     done = write_report(metrics, RESULTS / "rl", RESULTS / "report.md", RESULTS / "report", p.profile,
-                        corpus_label(p), rung, (p.evaluate.bootstrap_samples, p.evaluate.bootstrap_seed))
+                        corpus_label(p), rung, (p.evaluate.bootstrap_samples, p.evaluate.bootstrap_seed),
+                        read_stage_json(RESULTS / "rl.json", "rl"))
     for system, missing in done["incomplete"].items():
         print(f"[report] {system}: no EM for {', '.join(missing)} (shown as '–', no average)")
 

@@ -97,8 +97,9 @@ def test_refiner_study_changes_only_the_warm_up_mix():
     assert differ == {"sft", "sft_data"} and study.profile == "refiner-study"
     changed = {(section, key) for section in ("sft", "sft_data")
                for key, value in vars(getattr(default, section)).items() if getattr(getattr(study, section), key) != value}
-    assert changed == {("sft", "epochs"), ("sft_data", "refiner_examples"), ("sft_data", "refiner_clean_share")}
-    assert study.sft_data.refiner_examples * study.sft.epochs > 10 * default.sft_data.refiner_examples
+    assert changed == {("sft", "refiner_passes"), ("sft_data", "actor_decisions"), ("sft_data", "refiner_examples"),
+                       ("sft_data", "refiner_top_k"), ("sft_data", "refiner_clean_share")}
+    assert study.sft_data.refiner_examples * study.sft.refiner_passes > 10 * default.sft_data.refiner_examples
     # the held-out refiner examples depend on neither, so every model's refiner is scored on the same 60
     assert study.sft_data.refiner_heldout == default.sft_data.refiner_heldout
 

@@ -116,3 +116,16 @@ def test_report_names_paper_rows_intervals_and_paired_differences(tmp_path):
     with pytest.raises(ValueError, match="not the same questions in nq"):
         paired_table(metrics, (("rag", "direct"),), (100, 0))
     assert paired_table(_metrics({"rag": [1.0] * 7}), (("rag", "direct"),), (100, 0)) == ""
+
+
+def test_the_report_says_what_the_refiner_did_during_rl():
+    from searchr2.report import refiner_in_rl
+
+    curves = {"acceptance_rate": ([1.0, 2.0], [0.6, 0.8])}
+    effect = {"n": 5, "before": 0.2, "after": 0.6, "diff": 0.4, "ci95": [0.1, 0.7], "better": 3, "worse": 1}
+    text = refiner_in_rl(curves, {"revisions": effect})
+    assert "accepted 70% of the trajectories on first review" in text and "per step: 60%, 80%" in text
+    assert "revised 5 trajectories" in text and "0.200 before revision to 0.600 after (+0.400" in text
+    assert "[+0.100, +0.700]" in text and "3 better, 1 worse" in text
+    assert "revised no trajectory" in refiner_in_rl(curves, {"revisions": {"n": 0}})
+    assert refiner_in_rl({}, {"steps": 4}) == ""          # a run without the refiner: nothing to say

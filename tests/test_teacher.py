@@ -200,7 +200,7 @@ def _records(n):
 def test_build_keeps_correct_actor_data_and_disjoint_balanced_refiner_sets(tiny):
     _, tok = tiny
     cfg = SFTDataConfig(seed=3, actor_examples=6, mistake_share=0.5, refiner_examples=6, refiner_clean_share=0.5,
-                        refiner_heldout=4)
+                        refiner_heldout=4, actor_decisions=True)
     no_chain = {"id": "nc", "question": "Is it raining?", "golden_answers": ["no"], "metadata": {}}
     recs = _records(40) + [no_chain]
     actor, refiner, heldout, stats = build_warmup_data(recs, tok, WordRetriever(), CFG, RefinerConfig(obs_tokens=40),
