@@ -2,6 +2,7 @@
 
     python benchmarks/bench_refiner_warmup.py --examples 300                 # from data/models/sft
     python benchmarks/bench_refiner_warmup.py --examples 600 --clean-share 0.5 --epochs 2
+    python benchmarks/bench_refiner_warmup.py --examples 300 --clean-share 0.5 --top-k 1 --rounds 3   # the curve
 
 Builds ``--examples`` labelled meta prompts with the ``sft_data`` stage's own code (the params'
 world, index, teacher and corruptions; the same 60 held-out examples as the pipeline, checked),
@@ -12,7 +13,7 @@ stage's metrics (exact first flawed step, accept/revise agreement) it reports th
 does not depend on the revise threshold: the AUC of P(0) between clean and flawed trajectories, in all
 and for each kind of flaw against the clean ones
 (``auc``; 0.5: no discrimination, 1.0: every clean trajectory gets a higher P(accept) than every flawed one).
-Results: ``benchmarks/results/refiner_warmup_<examples>_ep<epochs>.json``.
+Results: ``benchmarks/results/refiner_warmup_<examples>_ep<epochs x rounds>_top<k>.json``.
 """
 from __future__ import annotations
 
