@@ -50,7 +50,7 @@ class SFTDataConfig:
                                        # of RL do the same); ignored for the numbered layout
     refiner_examples: int = 48         # labelled meta-prompt examples to train on
     refiner_top_k: int = 0             # documents per search in those training examples (0: rollout.top_k). Fewer
-                                       # make a meta prompt shorter (1: ~450 tokens instead of ~800), so the same
+                                       # make a meta prompt shorter (1: ~510 tokens instead of ~820), so the same
                                        # time trains more of them; the held-out examples always use rollout.top_k
     refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j.
                                        # 0.7: the paper (arXiv 2602.03647) revises ~30% of trajectories, and at
