@@ -27,8 +27,11 @@ Nothing is averaged behind the reader's back:
   ``stale`` column); stages whose files are only absent (a clone without ``dvc pull``) get a note.
 
 Usage (see the README): ``python -m searchr2.experiments [--only NAME ...] [--group-over rl.seed]
-[--paired A B]``; ``--paired`` adds the difference of two rows (or two systems of one row) on the same
-questions with its 95% interval (:mod:`searchr2.stats`).
+[--paired A B]``; ``--paired`` adds the difference of two rows (or two systems of one row, or two seed
+groups) on the same questions with its 95% interval (:mod:`searchr2.stats`). ``--save-json FILE`` keeps
+a study's runs, full metrics included, in one file that ``--json FILE`` reads back anywhere: DVC keeps
+experiments as git refs of one clone, so this is how a study made over several machines or sessions
+is tabulated in one place.
 """
 from __future__ import annotations
 
@@ -194,6 +197,31 @@ def load_full_metrics(row: ExpRow, cwd: str | Path = ".") -> dict | None:
         return json.loads(text) if text else None
     except json.JSONDecodeError:
         return None
+
+
+def embed_full_metrics(show: list, cwd: str | Path = ".") -> list:
+    """``show`` (``dvc exp show --json`` output) with every committed run's full ``results/metrics.json``
+    (read from git) put where DVC lists a metrics file, so that :func:`parse_exp_show` finds it without
+    git. Runs whose file git does not have are left as they are; the input is not changed."""
+    out = json.loads(json.dumps(show))
+
+    def fill(rev_entry: dict) -> None:
+        data = rev_entry.get("data") or {}
+        files = data.get("metrics") or {}
+        if rev_entry.get("rev") in (None, "workspace") or (files.get(METRICS_FILE) or {}).get("data"):
+            return
+        full = load_full_metrics(ExpRow(name="", rev=rev_entry["rev"], kind="experiment"), cwd)
+        if full is not None:
+            rev_entry["data"] = {**data, "metrics": {**files, METRICS_FILE: {"data": full}}}
+
+    for entry in out if isinstance(out, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        fill(entry)
+        for exp in entry.get("experiments") or []:
+            for rev in (exp or {}).get("revs") or []:
+                fill(rev)
+    return out
 
 
 def run_dvc_status(cwd: str | Path = ".") -> dict:
@@ -435,11 +463,22 @@ def parse_side(text: str, default_system: str) -> tuple[str, str]:
 
 
 def paired_records(rows: list[ExpRow], pairs: list[tuple[str, str]], default_system: str,
-                   bootstrap: tuple[int, int]) -> list[dict]:
+                   bootstrap: tuple[int, int], groups: list[list[ExpRow]] | None = None) -> list[dict]:
     """One record per ``(A, B)`` of ``pairs``: the average EM of A minus that of B on the same questions,
     with its 95% paired bootstrap interval (:func:`searchr2.stats.paired_difference`). Each side is a row
     name, optionally with ``:system``. A side whose metrics hold no per-question scores (a run made before
-    they were recorded, or a summary-only row) is an error naming it."""
+    they were recorded, or a summary-only row) is an error naming it.
+
+    With ``groups`` (the seed groups of ``--group-over``), a side naming any member of a group stands for
+    the whole group: per question, the mean of its members' scores. The interval then resamples questions
+    with the seeds held fixed; the spread over seeds is the table's ± std, not part of this interval."""
+    def scores(row: ExpRow, system: str):
+        got = scores_by_set(row.metrics or {}, system)
+        if got is None:
+            raise ValueError(f"--paired: {row.name} has no per-question scores of {system} (em_by_question in "
+                             f"{METRICS_FILE}, written since the paired comparisons exist); rerun its metrics stage")
+        return got
+
     def side(text: str):
         name, system = parse_side(text, default_system)
         found = [r for r in rows if matches(r, name)]
@@ -447,11 +486,21 @@ def paired_records(rows: list[ExpRow], pairs: list[tuple[str, str]], default_sys
             raise ValueError(f"--paired: no finished experiment named {name}; have: "
                              f"{', '.join(r.name for r in rows) or 'none'}")
         row = found[0]
-        scores = scores_by_set(row.metrics or {}, system)
-        if scores is None:
-            raise ValueError(f"--paired: {name} has no per-question scores of {system} (em_by_question in "
-                             f"{METRICS_FILE}, written since the paired comparisons exist); rerun its metrics stage")
-        return f"{row.name}: {SYSTEM_LABELS.get(system, system)}", scores
+        label = SYSTEM_LABELS.get(system, system)
+        members = next((g for g in groups or [] if row in g), [row])
+        if len(members) == 1:
+            return f"{row.name}: {label}", scores(row, system)
+        # a seed group: each question's score is its mean over the members, so the difference of two groups
+        # is the mean over seeds of the per-seed differences, resampled over questions (seeds held fixed)
+        each = [scores(r, system) for r in members]
+        for r, (_, digests) in zip(members[1:], each[1:]):
+            differ = [s for s in digests if digests[s] != each[0][1].get(s)]
+            if differ:
+                raise ValueError(f"--paired: {members[0].name} and {r.name} were not scored on the same questions "
+                                 f"in {', '.join(differ)}; a seed group's scores need them equal")
+        mean = {s: sum(e[0][s] for e in each) / len(each) for s in each[0][0]}
+        return f"{members[0].name} (mean of {len(members)}: {', '.join(r.name for r in members)}): {label}", \
+            (mean, each[0][1])
 
     out = []
     for a, b in pairs:
@@ -575,8 +624,13 @@ def _write(path: str | None, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m searchr2.experiments", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", metavar="FILE", help="read saved `dvc exp show --json` output ('-' = stdin) "
-                    "instead of running it")
+    ap.add_argument("--json", metavar="FILE", action="append", default=[],
+                    help="read saved `dvc exp show --json` output ('-' = stdin) instead of running it; "
+                         "repeatable: the files' rows are listed one after another")
+    ap.add_argument("--save-json", metavar="FILE",
+                    help="write the `dvc exp show --json` input with each run's full results/metrics.json "
+                         "embedded, so that a later --json FILE makes the same table, --also and --paired "
+                         "included, without the experiments' git refs (e.g. on a fresh clone)")
     ap.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
     ap.add_argument("--rev", action="append", default=[], help="experiments of this commit (repeatable)")
     ap.add_argument("--system", default="agent_rl", help="which evaluated system's EM forms a row (default agent_rl)")
@@ -607,17 +661,24 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.json:
-            src = sys.stdin.read() if args.json == "-" else Path(args.json).read_text()
-            try:
-                show = json.loads(src)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{args.json}: line {e.lineno}: not JSON ({e.msg})") from e
-            source = f"from {args.json}"
+            show = []
+            for name in args.json:
+                src = sys.stdin.read() if name == "-" else Path(name).read_text()
+                try:
+                    part = json.loads(src)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{name}: line {e.lineno}: not JSON ({e.msg})") from e
+                if not isinstance(part, list):
+                    raise ValueError(f"{name}: not `dvc exp show --json` output: expected a JSON list of revisions")
+                show += part
+            source = "from " + ", ".join(args.json)
         else:
             show = run_exp_show(args.all_commits, args.rev)
             source = "from `dvc exp show --json" + (" -A" if args.all_commits else "") + \
                 "".join(f" --rev {r}" for r in args.rev) + "`"
         rows = parse_exp_show(show)
+        if args.save_json:
+            _write(args.save_json, json.dumps(embed_full_metrics(show), indent=1) + "\n")
         renames = {}
         for item in args.rename:
             old, sep, new = item.partition("=")
@@ -637,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             if r.kind != "workspace":
                 continue
             if args.json:
-                r.status_error = f"the table was read from {args.json}; run `dvc status`"
+                r.status_error = f"the table was read from {', '.join(args.json)}; run `dvc status`"
                 continue
             try:
                 r.status = run_dvc_status()
@@ -647,7 +708,9 @@ def main(argv: list[str] | None = None) -> int:
         also = tuple(args.also)
         result = (aggregate(shown, args.system, tuple(args.group_over), ignore, also) if args.group_over
                   else table(shown, args.system, ignore, also))
-        pairs = paired_records(shown, [tuple(p) for p in args.paired], args.system, tuple(args.bootstrap))
+        groups = ([[next(r for r in shown if r.name == n) for n in rec["members"]] for rec in result["records"]]
+                  if args.group_over else None)
+        pairs = paired_records(shown, [tuple(p) for p in args.paired], args.system, tuple(args.bootstrap), groups)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"[experiments] error: {e}", file=sys.stderr)
         return 2

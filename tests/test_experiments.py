@@ -283,6 +283,16 @@ def test_main_marks_a_stale_workspace_of_a_real_dvc_repo(tmp_path, monkeypatch, 
     assert workspace["avg"] == "10" and workspace["n"] == "5" and workspace["stale"] == ""
     assert workspace["searches"] == baseline["searches"] == "2"     # the full file: the workspace's and git's
     assert "stale" not in capsys.readouterr().out
+    # the export embeds git's full file, so a folder without the repository makes the same table
+    assert ex.main(["--save-json", str(tmp_path / "saved.json")]) == 0
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    assert saved[1]["data"]["metrics"]["results/metrics.json"]["data"]["agent_rl"]["nq"]["searches"] == 2.0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert ex.main(["--json", str(tmp_path / "saved.json"), "--also", "searches", "--csv", "exps.csv"]) == 0
+    assert [r["searches"] for r in csv.DictReader(open("exps.csv"))] == ["2"]
+    monkeypatch.chdir(repo)
     (repo / "params.yaml").write_text("rl:\n  seed: 3\n")                  # changed, not reproduced
     workspace = table_rows()["workspace"]
     assert workspace["avg"] == "10" and workspace["stale"] == "score"
@@ -328,3 +338,32 @@ def test_paired_refuses_other_questions_and_runs_without_scores(tmp_path, capsys
     assert "no finished experiment named nope" in capsys.readouterr().err
     assert ex.main(["--json", str(src), "--paired", "main", ":x"]) == 2
     assert "expected ROW or ROW:SYSTEM" in capsys.readouterr().err
+
+
+def test_paired_seed_groups_average_each_question_over_seeds(tmp_path, capsys):
+    """With --group-over, a --paired side names a whole seed group: per question, the mean over its members."""
+    def scores(right):                                   # ``right`` of 20 questions right in every set
+        return {s: "1" * right + "0" * (20 - right) for s in SETS}
+    r2 = [_exp(f"{i}1" + "0" * 38, f"r2-{i}", _with(rl__seed=i, rl__refiner_weight=0.5), _scored(scores(12 + i)))
+          for i in range(2)]
+    r1 = [_exp(f"{i}2" + "0" * 38, f"r1-{i}", _with(rl__seed=i), _scored(scores(8 + 2 * i))) for i in range(2)]
+    first = tmp_path / "a.json"                          # two saved files, read one after the other
+    first.write_text(json.dumps(_show(r2)))
+    second = tmp_path / "b.json"
+    second.write_text(json.dumps(_show(r1)[1:]))
+    argv = ["--json", str(first), "--json", str(second), "--exclude", "main", "--group-over", "rl.seed"]
+    assert ex.main(argv + ["--paired", "r2-0", "r1-1"]) == 0
+    out = capsys.readouterr().out
+    # r2: 12.5 right on average (62.5), r1: 9 (45): +17.5 on every set
+    assert "| r2-0 (mean of 2: r2-0, r2-1): agent, after RL | r1-0 (mean of 2: r1-0, r1-1): agent, after RL " \
+           "| +17.5 | [" in out
+    assert "| 35 | 0 | 140 |" in out            # a set: questions 8 to 12 better on average (r2 - r1 > 0), none worse
+    assert ex.main(argv[:4] + ["--paired", "r2-0", "r2-1"]) == 0   # without groups: single runs
+    assert "| r2-0: agent, after RL | r2-1: agent, after RL | -5.0 |" in capsys.readouterr().out
+    r1[1]["revs"][0]["data"]["metrics"]["results/metrics.json"]["data"] = _scored(scores(10), sha="other")
+    second.write_text(json.dumps(_show(r1)[1:]))
+    assert ex.main(argv + ["--paired", "r2-0", "r1-0"]) == 2
+    assert "r1-0 and r1-1 were not scored on the same questions in nq" in capsys.readouterr().err
+    second.write_text("{}")
+    assert ex.main(argv) == 2
+    assert f"{second}: not `dvc exp show --json` output" in capsys.readouterr().err
