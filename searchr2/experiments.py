@@ -46,13 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from searchr2.io import atomic_file
-from searchr2.paths import METRICS_JSON, SUMMARY_JSON
+from searchr2.paths import METRICS_JSON, RESULTS, SUMMARY_JSON
 from searchr2.published import SET_LABELS, SETS
 from searchr2.report import SYSTEM_LABELS, fmt_cell, markdown_table, paired, scores_by_set, system_rows
 from searchr2.stats import interval_text
 
 METRICS_FILE = METRICS_JSON.as_posix()   # every score; a DVC metric (in dvc exp show) in older runs only
 SUMMARY_FILE = SUMMARY_JSON.as_posix()   # the headline numbers: the metric dvc exp show --json files
+RL_FILE = (RESULTS / "rl.json").as_posix()   # the rl stage's summary, also a DVC metric (--also rl.FIELD)
 PARAMS_FILE = "params.yaml"
 #: executor states whose results are final (None: an experiment saved before dvc recorded one)
 FINISHED = {None, "success"}
@@ -68,6 +69,7 @@ class ExpRow:
     params: dict = field(default_factory=dict)     # flattened: "rl.refiner_weight" -> 0.5
     metrics: dict | None = None      # results/metrics.json's content (or its EM part from summary.json); None: none
     full: bool = True                # False: ``metrics`` was rebuilt from results/summary.json (EM and n only)
+    rl: dict | None = None           # results/rl.json's content (the RL run's summary); None: none
     error: str = ""
     timestamp: str = ""
     #: the workspace row only: ``dvc status --json`` of the workspace, or why it was not checked
@@ -126,9 +128,10 @@ def _row(rev_entry: dict, name: str, kind: str, state: str | None = None) -> Exp
     errs = [e for e in (perr, merr) if e]
     if err:
         errs.insert(0, err.get("msg", str(err)) if isinstance(err, dict) else str(err))
+    rl, _ = _file_data(data.get("metrics"), RL_FILE)
     return ExpRow(name=name, rev=rev_entry.get("rev", ""), kind=kind, state=state,
                   params=flatten(params or {}), metrics=metrics, full=full, error="; ".join(errs),
-                  timestamp=data.get("timestamp") or "")
+                  timestamp=data.get("timestamp") or "", rl=rl if isinstance(rl, dict) else None)
 
 
 def parse_exp_show(show: list) -> list[ExpRow]:
@@ -298,7 +301,8 @@ def workspace_status(row: ExpRow) -> tuple[list[str] | None, str]:
 def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
     """EM per set, average, missing sets and questions per set of ``system`` in one row; ``also``:
     other per-set fields of the metrics (searches, f1, turns, ...), each as its mean over the seven
-    sets (None unless every set has it)."""
+    sets (None unless every set has it), or ``rl.``-prefixed fields of the RL run's summary
+    (``rl.revisions.diff``: a dotted path into results/rl.json; None unless it is a number)."""
     def nothing(problem: str) -> dict:
         return {"em": [None] * len(SETS), "avg": None, "missing": list(SETS), "n": [],
                 "also": {f: None for f in also}, "problem": problem}
@@ -313,11 +317,21 @@ def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
     problem = f"missing sets: {', '.join(r['missing'])}" if r["missing"] else ""
     per_set = row.metrics[system]
     values = {f: [per_set.get(s, {}).get(f) if isinstance(per_set.get(s), dict) else None for s in SETS]
-              for f in also}
+              for f in also if not f.startswith("rl.")}
     extra = {f: (None if any(not isinstance(v, (int, float)) for v in vs) else sum(vs) / len(vs))
              for f, vs in values.items()}
+    extra.update({f: rl_field(row.rl, f) for f in also if f.startswith("rl.")})
+    extra = {f: extra[f] for f in also}
     return {"em": r["em"], "avg": r["avg"], "missing": r["missing"], "n": r["n"], "also": extra,
             "problem": problem}
+
+
+def rl_field(rl: dict | None, field: str) -> float | None:
+    """``rl.a.b`` of ``--also``: ``rl["a"]["b"]`` of results/rl.json when it is a number, else None."""
+    value = rl
+    for key in field.split(".")[1:]:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _value(v) -> str:
@@ -521,6 +535,13 @@ def paired_markdown(records: list[dict], bootstrap: tuple[int, int]) -> str:
             + markdown_table(["A", "B", "Δ avg EM", "95% CI", "only A right", "only B right", "questions"], body))
 
 
+def _also_caption(also: list[str]) -> str:
+    per_set = [f"`{f}`" for f in also if not f.startswith("rl.")]
+    run = [f"`{f}`" for f in also if f.startswith("rl.")]
+    return ((f"; {', '.join(per_set)}: mean over the seven sets" if per_set else "")
+            + (f"; {', '.join(run)}: from the RL run's {RL_FILE}" if run else ""))
+
+
 def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str) -> str:
     grouped = "over" in result
     keys = result["keys"]
@@ -542,7 +563,7 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
     what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")
     parts = [f"EM ×100 of `{system}` per set ({what}); {source}. "
              "`n` = questions per set; the last columns are the params that differ between rows"
-             + (f"; {', '.join(f'`{f}`' for f in also)}: mean over the seven sets" if also else "") + ".\n\n",
+             + _also_caption(also) + ".\n\n",
              markdown_table(header, body)]
     notes = [f"- **{rec['experiment']}**: {rec['problem']}" for rec in result["records"] if rec["problem"]]
     notes += [f"- **{rec['experiment']}**: {rec['status_note']}" for rec in result["records"] if rec.get("status_note")]
@@ -646,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="params left out of the differing columns and of the grouping (e.g. evaluate.systems)")
     ap.add_argument("--also", nargs="+", metavar="FIELD", default=[],
                     help="more columns: the mean over the seven sets of another per-set metric "
-                         "(searches, turns, f1, cover_em, answered)")
+                         "(searches, turns, f1, cover_em, answered), or a number of the RL run's summary "
+                         f"{RL_FILE} as rl.PATH (e.g. rl.revisions.n, rl.revisions.diff, rl.best_step)")
     ap.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
                     help="also the paired difference of average EM, A minus B, on the same questions, with its "
                          "95%% bootstrap interval; A and B are row names, each optionally ROW:SYSTEM (default "

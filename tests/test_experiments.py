@@ -367,3 +367,24 @@ def test_paired_seed_groups_average_each_question_over_seeds(tmp_path, capsys):
     second.write_text("{}")
     assert ex.main(argv) == 2
     assert f"{second}: not `dvc exp show --json` output" in capsys.readouterr().err
+
+
+def test_also_reads_numbers_of_the_rl_summary():
+    """``--also rl.PATH``: a number of results/rl.json (a DVC metric), per run and as mean ± std of a seed group."""
+    def with_rl(exp, revisions):
+        exp["revs"][0]["data"]["metrics"]["results/rl.json"] = {"data": {"best_step": 2, "revisions": revisions}}
+        return exp
+    exps = [with_rl(_exp(f"{i}0" + "0" * 38, f"r2-{i}", _with(rl__seed=i), _metrics([30] * 7)), {"n": 4 + 2 * i, "diff": 0.5})
+            for i in range(2)]
+    exps.append(with_rl(_exp("20" + "0" * 38, "odd", _with(rl__seed=2), _metrics([30] * 7)), {"n": True, "diff": "x"}))
+    shown, _ = ex.select(ex.parse_exp_show(_show(exps)))
+    also = ("searches", "rl.revisions.n", "rl.revisions.diff", "rl.nope")
+    recs = {r["experiment"]: r for r in ex.table(shown, "agent_rl", also=also)["records"]}
+    assert recs["r2-1"]["also"] == {"searches": 1.0, "rl.revisions.n": 6, "rl.revisions.diff": 0.5, "rl.nope": None}
+    assert recs["odd"]["also"]["rl.revisions.n"] is None and recs["odd"]["also"]["rl.revisions.diff"] is None
+    assert recs["main@aaaaaaa"]["also"]["rl.revisions.n"] is None          # a run without results/rl.json
+    group = ex.aggregate(shown[1:3], "agent_rl", ("rl.seed",), also=also)["records"][0]
+    assert group["also"]["rl.revisions.n"] == 5 and math.isclose(group["also_std"]["rl.revisions.n"], math.sqrt(2))
+    md = ex.to_markdown(ex.table(shown, "agent_rl", also=also), "agent_rl", [], "test")
+    assert "`searches`: mean over the seven sets; `rl.revisions.n`, `rl.revisions.diff`, `rl.nope`: from the RL " \
+           "run's results/rl.json" in md
