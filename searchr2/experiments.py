@@ -557,7 +557,7 @@ def to_markdown(result: dict, system: str, unfinished: list[ExpRow], source: str
         else:
             cells = [fmt_cell(v) for v in rec["em"]]
             avg = fmt_cell(rec["avg"])
-            extra = [fmt_cell(rec["also"][f], digits=2) for f in also]
+            extra = [str(v) if isinstance(v := rec["also"][f], int) else fmt_cell(v, digits=2) for f in also]
             lead = [_label(rec)]
         body.append([*lead, *cells, avg, *extra, _n_label(rec["n"]), *(f"`{rec['params'][k]}`" for k in keys)])
     what = (f"mean ± sample std over `{'`, `'.join(result['over'])}`" if grouped else "one run per row")

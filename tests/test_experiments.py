@@ -386,5 +386,6 @@ def test_also_reads_numbers_of_the_rl_summary():
     group = ex.aggregate(shown[1:3], "agent_rl", ("rl.seed",), also=also)["records"][0]
     assert group["also"]["rl.revisions.n"] == 5 and math.isclose(group["also_std"]["rl.revisions.n"], math.sqrt(2))
     md = ex.to_markdown(ex.table(shown, "agent_rl", also=also), "agent_rl", [], "test")
+    assert "| r2-1 | 30.0 | 30.0 | 30.0 | 30.0 | 30.0 | 30.0 | 30.0 | 30.0 | 1.00 | 6 | 0.50 | – |" in md   # a count as one
     assert "`searches`: mean over the seven sets; `rl.revisions.n`, `rl.revisions.diff`, `rl.nope`: from the RL " \
            "run's results/rl.json" in md
