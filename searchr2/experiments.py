@@ -316,12 +316,14 @@ def em_cells(row: ExpRow, system: str, also: tuple[str, ...] = ()) -> dict:
     r = found[0]
     problem = f"missing sets: {', '.join(r['missing'])}" if r["missing"] else ""
     per_set = row.metrics[system]
-    values = {f: [per_set.get(s, {}).get(f) if isinstance(per_set.get(s), dict) else None for s in SETS]
-              for f in also if not f.startswith("rl.")}
-    extra = {f: (None if any(not isinstance(v, (int, float)) for v in vs) else sum(vs) / len(vs))
-             for f, vs in values.items()}
-    extra.update({f: rl_field(row.rl, f) for f in also if f.startswith("rl.")})
-    extra = {f: extra[f] for f in also}
+
+    def column(f: str) -> float | None:
+        if f.startswith("rl."):
+            return rl_field(row.rl, f)
+        vs = [per_set.get(s, {}).get(f) if isinstance(per_set.get(s), dict) else None for s in SETS]
+        return None if any(not isinstance(v, (int, float)) for v in vs) else sum(vs) / len(vs)
+
+    extra = {f: column(f) for f in also}
     return {"em": r["em"], "avg": r["avg"], "missing": r["missing"], "n": r["n"], "also": extra,
             "problem": problem}
 
@@ -453,6 +455,7 @@ def aggregate(rows: list[ExpRow], system: str, over: tuple[str, ...], ignore: tu
         records.append({
             "experiment": first.name if len(members) == 1 else f"{first.name} (+{len(members) - 1})",
             "members": [r.name for r, _ in members],
+            "rows": [r for r, _ in members],            # the members themselves (--paired on a group)
             "seeds": [_value(r.params.get(over[0], _ABSENT)) if over else "" for r, _ in with_metrics],
             "em": em, "std": spread, "avg": avg, "avg_std": avg_sd, "missing": missing,
             "also": {f: m for f, (m, _) in extra.items()}, "also_std": {f: sd for f, (_, sd) in extra.items()},
@@ -698,9 +701,10 @@ def main(argv: list[str] | None = None) -> int:
             show = run_exp_show(args.all_commits, args.rev)
             source = "from `dvc exp show --json" + (" -A" if args.all_commits else "") + \
                 "".join(f" --rev {r}" for r in args.rev) + "`"
+        if args.save_json:          # embedded first, so the rows below need no second read from git
+            show = embed_full_metrics(show)
+            _write(args.save_json, json.dumps(show, indent=1) + "\n")
         rows = parse_exp_show(show)
-        if args.save_json:
-            _write(args.save_json, json.dumps(embed_full_metrics(show), indent=1) + "\n")
         renames = {}
         for item in args.rename:
             old, sep, new = item.partition("=")
@@ -730,8 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         also = tuple(args.also)
         result = (aggregate(shown, args.system, tuple(args.group_over), ignore, also) if args.group_over
                   else table(shown, args.system, ignore, also))
-        groups = ([[next(r for r in shown if r.name == n) for n in rec["members"]] for rec in result["records"]]
-                  if args.group_over else None)
+        groups = [rec["rows"] for rec in result["records"]] if args.group_over else None
         pairs = paired_records(shown, [tuple(p) for p in args.paired], args.system, tuple(args.bootstrap), groups)
     except (ValueError, RuntimeError, OSError) as e:
         print(f"[experiments] error: {e}", file=sys.stderr)
