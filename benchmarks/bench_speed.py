@@ -13,7 +13,9 @@ The two arms differ only in the engine's speed features; everything else is ``pa
   prefixes fed once, ``rollout.batch_size`` from the params, the eval sets pooled
   (:func:`searchr2.evaluation.run_system`), and the params' precisions as this machine resolves them:
   ``rl.generate_dtype`` for generation (:class:`searchr2.rl.Generator`), ``rl.mixed_precision`` for
-  the update's autocast and the reference model, ``evaluate.dtype`` for the evaluated model.
+  the update's autocast and the reference model, ``evaluate.dtype`` for the evaluated model; in
+  bfloat16 on a CPU the inference models' linear weights are packed (:mod:`searchr2.packing`), as the
+  stages load them.
 
 RL: each arm loads the model afresh from ``--model`` and runs steps 1..``--steps`` of stage ``rl``
 (:func:`searchr2.rl.rl_step` and :func:`searchr2.rl.update_policy`); the arms alternate step by step and
@@ -71,7 +73,7 @@ def rl_arm(p, model_dir: Path, arm: str):
     accelerator = make_accelerator(cfg.device, prec["mixed_precision"], cfg.max_grad_norm, "rl")
     lm = load_model(model_dir, "float32", "cpu")
     freeze_bottom(lm, cfg.freeze_layers, "rl")
-    reference = (load_model(model_dir, precision_dtype(prec["mixed_precision"]), "cpu").eval().requires_grad_(False)
+    reference = (load_model(model_dir, precision_dtype(prec["mixed_precision"]), "cpu", inference=True)
                  if cfg.kl_coef > 0 else None)
     model, optimizer = accelerator.prepare(TokenLogProbs(lm), make_optimizer(lm, cfg.lr, cfg.weight_decay))
     return {"accelerator": accelerator, "lm": lm, "reference": reference, "model": model, "optimizer": optimizer,
@@ -148,7 +150,7 @@ def main() -> None:
         sets = {name: load_eval_set(QA_DIR, name, args.eval_questions) for name in p.data.test_sets}
         runs, timing = {}, {}
         for arm in ARMS:
-            model = load_model(args.model, precisions(p, arm)["eval_dtype"], "cpu").eval()
+            model = load_model(args.model, precisions(p, arm)["eval_dtype"], "cpu", inference=True)
             cfg = greedy(rollout_config(p, arm))
             played: list = []
 

@@ -104,13 +104,13 @@ def frozen_copy(accelerator, base_dir: Path, dtype: str = "float32") -> torch.nn
 
     config = getattr(accelerator.state.deepspeed_plugin, "dschf", None)
     if config is None or not is_deepspeed_zero3_enabled():
-        return load_model(base_dir, dtype, str(accelerator.device)).eval().requires_grad_(False)
+        return load_model(base_dir, dtype, str(accelerator.device), inference=True)
     unset_hf_deepspeed_config()                 # transformers partitions every model it loads while this is set
     try:
-        model = load_model(base_dir, dtype, str(accelerator.device))
+        model = load_model(base_dir, dtype, str(accelerator.device), inference=True)
     finally:
         set_hf_deepspeed_config(config)
-    return model.eval().requires_grad_(False)
+    return model
 
 
 def full_weights(accelerator, model: torch.nn.Module):

@@ -272,8 +272,7 @@ class LLMJudge:
         """Load the judge model and its (left-padding) tokenizer from a local Hugging Face directory."""
         from searchr2.models import load_model, load_tokenizer, pick_device
 
-        model = load_model(model_dir, dtype=dtype, device=pick_device(device))
-        model.eval()
+        model = load_model(model_dir, dtype=dtype, device=pick_device(device), inference=True)
         return cls(model, load_tokenizer(model_dir), **kw)
 
     def prompt_ids(self, record: dict, traj) -> list[int]:

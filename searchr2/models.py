@@ -281,13 +281,21 @@ def load_tokenizer(model_dir: str | Path):
     return tokenizer
 
 
-def load_model(model_dir: str | Path, dtype: str = "float32", device: str = "cpu"):
+def load_model(model_dir: str | Path, dtype: str = "float32", device: str = "cpu", inference: bool = False):
     """Load a causal LM from a materialised directory onto ``device`` in ``dtype`` (``auto``:
-    :func:`resolve_dtype`)."""
+    :func:`resolve_dtype`). ``inference``: a model that will only generate and score, never train: in eval
+    mode, without gradients, and with its linear weights packed where that is faster for the same numbers
+    (:func:`searchr2.packing.pack_linears`: bfloat16 on a CPU)."""
     from transformers import AutoModelForCausalLM
+
+    from searchr2.packing import pack_linears
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json; run the `model` stage (dvc repro model) first")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_torch_dtype(resolve_dtype(dtype, device)))
-    return model.to(device)
+    model = model.to(device)
+    if inference:
+        model.eval().requires_grad_(False)
+        pack_linears(model)
+    return model

@@ -42,6 +42,7 @@ from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_ad
 from searchr2.io import atomic_dir
 from searchr2.metrics import exact_match
 from searchr2.models import pick_device, quiet_deepspeed_cpu_notice, resolve_dtype
+from searchr2.packing import pack_linears, repack
 from searchr2.refiner import RefinerConfig, refine, review_hook
 from searchr2.reward import RewardConfig, reward_stats, score
 from searchr2.rollout import RolloutConfig, rollout
@@ -311,7 +312,8 @@ class Generator:
     dtype, refreshed from the trained weights each time :meth:`weights` is called (an inference engine's
     weight sync): on a CPU with AMX, bfloat16 generation is about twice as fast
     (docs/measurements.md#mixed-precision-training), and the update still trains float32 weights.
-    Only the parameters that train are copied again; the frozen ones cannot have changed.
+    Only the parameters that train are copied again; the frozen ones cannot have changed. On a CPU the
+    copy's linear weights are packed (:mod:`searchr2.packing`) and repacked after each refresh.
     """
 
     def __init__(self, policy: torch.nn.Module, dtype: str, zero3: bool = False):
@@ -337,9 +339,11 @@ class Generator:
             self.copy.eval().requires_grad_(False)
             self.pairs = [(mine, theirs) for mine, theirs in zip(self.copy.parameters(), self.policy.parameters())
                           if theirs.requires_grad]
+            pack_linears(self.copy)
         else:
             for mine, theirs in self.pairs:
                 mine.copy_(theirs)
+            repack(self.copy)
         return self.copy
 
 

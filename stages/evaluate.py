@@ -36,7 +36,7 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
     retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
     path, device = model_dir(model_name), pick_device(p.evaluate.device)
     dtype = resolve_dtype(p.evaluate.dtype, device)       # evaluate.dtype auto: bf16 where the CPU/GPU has it
-    model, tok = load_model(path, dtype, device), load_tokenizer(path)
+    model, tok = load_model(path, dtype, device, inference=True), load_tokenizer(path)
     metrics, timing = {}, {}
     for system in systems:
         if system in BASELINES:

@@ -27,7 +27,7 @@ def main(model_name: str):
     if heldout:
         path, device = model_dir(model_name), pick_device(p.evaluate.device)
         dtype = resolve_dtype(p.evaluate.dtype, device)
-        model, tok = load_model(path, dtype, device), load_tokenizer(path)
+        model, tok = load_model(path, dtype, device, inference=True), load_tokenizer(path)
         result = {**score_refiner(model, tok, heldout, p.refiner, p.refiner.batch_size), "dtype": dtype}
         print(f"[evaluate_refiner] {model_name}: {result}")
     else:

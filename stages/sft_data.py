@@ -35,7 +35,7 @@ def main():
         """The rejection teacher's sampler: the named model, sampling rollouts (loaded only if needed)."""
         name = p.sft_data.rejection_model
         path = Path(name) if Path(name).is_dir() else model_dir(name)
-        model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device))
+        model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device), inference=True)
         return lambda questions: rollout(model, tokenizer, retriever, questions, teacher)
 
     actor, refiner, heldout, stats = build_warmup_data(records, tokenizer, retriever, teacher, p.refiner,

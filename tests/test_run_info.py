@@ -24,3 +24,25 @@ def test_write_result_makes_the_folder_and_ends_with_a_newline(tmp_path):
     assert out.read_text() == json.dumps({"b": 1, "a": [1]}, indent=2) + "\n"
     write_result(out, {"b": 1}, indent=1)
     assert out.read_text() == '{\n "b": 1\n}\n'
+
+
+def test_decode_step_benchmark_counts_the_bytes_its_cache_holds(tmp_path):
+    """bench_decode_step's bound rests on kv_bytes: it must equal the bytes of keys and values the filled
+    cache really holds, and the timed steps must grow that cache by one column each."""
+    import pytest
+    torch = pytest.importorskip("torch")
+    from conftest import make_tiny_model
+
+    from benchmarks.bench_decode_step import filled_cache, kv_bytes, time_steps
+    from searchr2.models import load_model
+
+    lm = load_model(make_tiny_model(tmp_path, seed=0), "float32")
+    cache, head_dim = filled_cache(torch, lm, rows=3, context=40, dtype=torch.float32)
+    held = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
+               for layer in cache.layers)
+    assert cache.get_seq_length() == 40
+    assert kv_bytes(lm, 3, 40, head_dim, 4) == held
+    r = time_steps(torch, lm, rows=3, context=40, steps=2, dtype=torch.float32, profile=True)
+    assert r["rows"] == 3 and r["context"] == 40 and r["step_seconds"] > 0
+    assert abs(r["attention_share"] + r["linear_share"] + r["other_share"] - 1) < 1e-3
+    assert r["attention_share"] > 0 and r["linear_share"] > 0

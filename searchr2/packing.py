@@ -1,0 +1,101 @@
+"""Linear layers with their weights packed once for oneDNN, for bfloat16 inference on a CPU.
+
+On a CPU, torch multiplies a bfloat16 activation by a bfloat16 weight through oneDNN, which first
+reorders the weight into its blocked layout, on every call. For the small row counts of decoding (one
+new token per row) that reorder is as costly as the product itself: it reads and writes the whole
+weight again each step. Packing the weight once (``torch.ops.mkldnn._reorder_linear_weight``, the op
+that torch's own compiler uses when it freezes a model for CPU inference) and calling the packed
+product (``torch.ops.mkldnn._linear_pointwise``) gives the same numbers, bit for bit, in about half the
+time for a decoding batch (docs/measurements.md#packed-weights-for-bf16-decoding-issue-17).
+
+Only inference models are packed: the evaluated models, the RL stage's frozen reference and the
+bfloat16 copy that generates its rollouts (:class:`searchr2.rl.Generator`, which calls :func:`repack`
+after refreshing the copy from the trained weights). A training model is never packed: the packed
+product has no backward. Float32 and other devices are left alone (no gain was measured for float32;
+GPUs have their own kernels). Hand-written because transformers has no such option and
+``torch.compile`` would recompile for every new cache length unless run with dynamic shapes, at a
+start-up cost larger than the gain of a short run.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def packing_available(device: str | torch.device = "cpu") -> bool:
+    """Whether bfloat16 linear weights can be packed for ``device``: a CPU on which oneDNN runs bfloat16
+    (AVX-512 or AMX; not an AVX2-only one, where torch computes bf16 products itself), and a torch that
+    has the ops."""
+    if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    if not all(hasattr(ops, op) for op in ("_reorder_linear_weight", "_linear_pointwise", "_is_mkldnn_bf16_supported")):
+        return False
+    return bool(ops._is_mkldnn_bf16_supported())     # oneDNN's bf16 path: false on AVX2-only CPUs
+
+
+#: the packed product is used for at most this many rows (tokens) a call: decoding batches, where it is
+#: twice as fast. Above it oneDNN picks other kernels for the packed and the plain weight, whose sums can
+#: differ in the last bit (measured for some row counts between 96 and 1,000 on SmolLM2's shapes), and a
+#: prefill gains nothing from packing; so larger inputs take the plain product.
+MAX_PACKED_ROWS = 64
+
+
+class PackedLinear(torch.nn.Module):
+    """A frozen ``nn.Linear`` whose product uses a packed copy of its weight.
+
+    It holds the linear layer's own ``weight`` and ``bias`` parameters (so tied weights stay tied and a
+    state dict is unchanged) plus the packed copy, which :meth:`repack` rebuilds after the weight was
+    overwritten in place.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.repack()
+
+    @torch.no_grad()
+    def repack(self) -> None:
+        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 activations (under autocast) and long inputs (MAX_PACKED_ROWS) take the plain product
+        if x.dtype != self.weight.dtype or x.numel() > MAX_PACKED_ROWS * self.in_features:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+
+    def __deepcopy__(self, memo):
+        """A copy with copied parameters and its own packed weight (the packed tensor itself cannot be copied)."""
+        import copy
+
+        twin = copy.copy(self)                   # a shallow module copy; its parameter dict is replaced below
+        twin._parameters = {k: copy.deepcopy(v, memo) for k, v in self._parameters.items()}
+        twin.repack()
+        return twin
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def pack_linears(model: torch.nn.Module) -> int:
+    """Replace every ``nn.Linear`` of a bfloat16 CPU ``model`` by a :class:`PackedLinear`, in place; returns
+    how many were replaced (0 when the model is not bfloat16 on a CPU, or the ops are missing).
+
+    The model must be used for inference only: its linear weights are set not to require gradients.
+    """
+    first = next(model.parameters(), None)
+    if first is None or first.dtype != torch.bfloat16 or not packing_available(first.device):
+        return 0
+    swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) is torch.nn.Linear and child.weight.dtype == torch.bfloat16]
+    for parent, name, child in swaps:
+        child.requires_grad_(False)
+        setattr(parent, name, PackedLinear(child))
+    return len(swaps)
+
+
+def repack(model: torch.nn.Module) -> None:
+    """Rebuild the packed copies of a model's :class:`PackedLinear` layers after their weights changed."""
+    for module in model.modules():
+        if isinstance(module, PackedLinear):
+            module.repack()
