@@ -20,6 +20,9 @@ repeat of them into attention (``scaled_dot_product_attention`` and what it call
 several full reads (``sum``) of a buffer far larger than the caches. The bound of a step is
 (weight bytes + key/value bytes) / that bandwidth.
 
+Last, for each linear-layer shape of the model, the row counts (``--agreement-rows``) at which the packed
+bf16 product is not bit-identical to the plain one: why :data:`searchr2.packing.MAX_PACKED_ROWS` exists.
+
 The cache's content does not change the arithmetic, so random keys stand in for a real context; the
 model is only needed for its shapes and weights (any trained copy gives the same times).
 
@@ -113,6 +116,30 @@ def time_steps(torch, lm, rows: int, context: int, steps: int, dtype, profile: b
     return out
 
 
+def packed_agreement(torch, lm, rows: list[int]) -> dict:
+    """For each distinct linear-layer shape of ``lm`` (``out x in``), the row counts at which oneDNN's packed
+    bf16 product (without :data:`searchr2.packing.MAX_PACKED_ROWS`) is not bit-identical to the plain one,
+    on random inputs. ``{}`` where packing is unavailable."""
+    from searchr2.packing import packing_available
+
+    if not packing_available():
+        return {}
+    gen = torch.Generator().manual_seed(0)
+    shapes = sorted({tuple(m.weight.shape) for m in lm.modules() if isinstance(m, torch.nn.Linear)})
+    out = {}
+    for n_out, n_in in shapes:
+        w = torch.randn(n_out, n_in, generator=gen).to(torch.bfloat16)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+        differ = []
+        for m in rows:
+            x = torch.randn(m, n_in, generator=gen).to(torch.bfloat16)
+            if not torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""),
+                               torch.nn.functional.linear(x, w)):
+                differ.append(m)
+        out[f"{n_out}x{n_in}"] = differ
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/base")
@@ -124,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contexts", nargs="+", type=int, default=[300, 600, 1200], help="cached tokens per row")
     parser.add_argument("--steps", type=int, default=20, help="timed decoding steps per shape")
     parser.add_argument("--bandwidth-mb", type=int, default=2048, help="buffer read to measure the bandwidth")
+    parser.add_argument("--agreement-rows", nargs="*", type=int,
+                        default=[*range(1, 130), 200, 257, 511, 1000, 3490],
+                        help="row counts at which the packed and plain bf16 products are compared bit for bit")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="decode-step", help="results go to benchmarks/results/<name>.json and .md")
     args = parser.parse_args(argv)
@@ -158,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                       flush=True)
         del lm
 
-    result = {"name": args.name, "model": model_label(args.model), "threads": args.threads, "steps": args.steps,
+    agreement = packed_agreement(torch, load_model(args.model, "bfloat16"), args.agreement_rows)
+    result = {"name": args.name, "packed_rows_differing": agreement, "model": model_label(args.model), "threads": args.threads, "steps": args.steps,
               "torch": torch.__version__, "cpu": lscpu(), "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
               "shapes": rows, **loadavg_fields(load_before)}
     out = ROOT / "benchmarks" / "results"
@@ -173,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['tokens_per_second']} | {r['weight_mb']} | {r['kv_mb']} | {r['bound_seconds'] * 1000:.1f} | "
                      f"{r['bound_share']:.0%} | {r['attention_share']:.0%} | {r['linear_share']:.0%} | "
                      f"{r['other_share']:.0%} | {r['attention_gb_s']} |")
+    if agreement:
+        lines += ["", f"Packed against plain bf16 product, bit for bit, at {len(args.agreement_rows)} row counts "
+                  f"({min(args.agreement_rows)} to {max(args.agreement_rows)}); the row counts that differ, by layer shape:",
+                  ""] + [f"- {shape}: {differ or 'none'}" for shape, differ in agreement.items()]
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -46,3 +46,21 @@ def test_decode_step_benchmark_counts_the_bytes_its_cache_holds(tmp_path):
     assert r["rows"] == 3 and r["context"] == 40 and r["step_seconds"] > 0
     assert abs(r["attention_share"] + r["linear_share"] + r["other_share"] - 1) < 1e-3
     assert r["attention_share"] > 0 and r["linear_share"] > 0
+
+
+def test_decode_step_benchmark_compares_packed_and_plain_products_per_layer_shape(tmp_path):
+    import pytest
+    torch = pytest.importorskip("torch")
+    from conftest import make_tiny_model
+
+    from benchmarks.bench_decode_step import packed_agreement
+    from searchr2.models import load_model
+    from searchr2.packing import packing_available
+
+    lm = load_model(make_tiny_model(tmp_path, seed=0), "bfloat16")
+    found = packed_agreement(torch, lm, [1, 2, 64])
+    if not packing_available():
+        assert found == {}
+        return
+    shapes = {f"{m.weight.shape[0]}x{m.weight.shape[1]}" for m in lm.modules() if isinstance(m, torch.nn.Linear)}
+    assert set(found) == shapes and all(set(rows) <= {1, 2, 64} for rows in found.values())
