@@ -1,20 +1,21 @@
 """Linear layers with their weights packed once for oneDNN, for bfloat16 inference on a CPU.
 
-On a CPU, torch multiplies a bfloat16 activation by a bfloat16 weight through oneDNN, which first
-reorders the weight into its blocked layout, on every call. For the small row counts of decoding (one
-new token per row) that reorder is as costly as the product itself: it reads and writes the whole
-weight again each step. Packing the weight once (``torch.ops.mkldnn._reorder_linear_weight``, the op
-that torch's own compiler uses when it freezes a model for CPU inference) and calling the packed
-product (``torch.ops.mkldnn._linear_pointwise``) gives the same numbers, bit for bit, in about half the
-time for a decoding batch (docs/measurements.md#packed-weights-for-bf16-decoding-issue-17).
+On a CPU, torch multiplies bfloat16 activations by a bfloat16 weight through oneDNN, which reorders the
+weight into its blocked layout at every call. Packing each weight once
+(``torch.ops.mkldnn._reorder_linear_weight``, the op torch's compiler uses when it freezes a model for
+CPU inference) and calling the packed product (``torch.ops.mkldnn._linear_pointwise``) takes that
+reorder out of every decoding step: measured on SmolLM2, a step is 8–23% faster at 1 and 15 rows and
+2–7% at 64 (docs/measurements.md#packed-weights-for-bf16-decoding-issue-17). For at most
+:data:`MAX_PACKED_ROWS` rows a call the result is bit-identical to the plain product; longer inputs take
+the plain product.
 
 Only inference models are packed: the evaluated models, the RL stage's frozen reference and the
 bfloat16 copy that generates its rollouts (:class:`searchr2.rl.Generator`, which calls :func:`repack`
 after refreshing the copy from the trained weights). A training model is never packed: the packed
-product has no backward. Float32 and other devices are left alone (no gain was measured for float32;
-GPUs have their own kernels). Hand-written because transformers has no such option and
-``torch.compile`` would recompile for every new cache length unless run with dynamic shapes, at a
-start-up cost larger than the gain of a short run.
+product has no backward. Float32 weights and other devices are left alone. Hand-written because
+transformers has no such option; ``torch.compile`` with weight freezing packs weights the same way, but
+compiles the model first and recompiles as the cache grows unless told its shapes are dynamic (not
+tried here).
 """
 from __future__ import annotations
 
