@@ -34,8 +34,8 @@ def packing_available(device: str | torch.device = "cpu") -> bool:
     return bool(ops._is_mkldnn_bf16_supported())     # oneDNN's bf16 path: false on AVX2-only CPUs
 
 
-#: the packed product is used for at most this many rows (tokens) a call: decoding batches, where it is
-#: twice as fast. Above it oneDNN picks other kernels for the packed and the plain weight, whose sums can
+#: the packed product is used for at most this many rows (tokens) a call: decoding batches, where the
+#: reorder it saves weighs most. Above it oneDNN picks other kernels for the packed and the plain weight, whose sums can
 #: differ in the last bit (measured for some row counts between 96 and 1,000 on SmolLM2's shapes), and a
 #: prefill gains nothing from packing; so larger inputs take the plain product.
 MAX_PACKED_ROWS = 64
