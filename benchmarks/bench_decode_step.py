@@ -16,8 +16,8 @@ For each arm (a dtype, or bfloat16 with the linear weights packed as the stages 
 :func:`searchr2.kv_cache.growing_cache` (the engine's cache) with random keys and values, times
 ``--steps`` decoding steps as the engine runs them (``logits_to_keep=1``), and splits a profiled
 repeat of them into attention (``scaled_dot_product_attention`` and what it calls), the linear layers
-(``mm``/``addmm``, or the packed product) and the rest. The memory bandwidth is measured in the same process: the best of
-several full reads (``sum``) of a buffer far larger than the caches. The bound of a step is
+(``mm``/``addmm``, or the packed product) and the rest. The memory bandwidth is measured in the same
+process: the best of several full reads (``sum``) of a buffer far larger than the caches. The bound of a step is
 (weight bytes + key/value bytes) / that bandwidth.
 
 Last, for each linear-layer shape of the model, the row counts (``--agreement-rows``) at which the packed
@@ -120,7 +120,7 @@ def packed_agreement(torch, lm, rows: list[int]) -> dict:
     """For each distinct linear-layer shape of ``lm`` (``out x in``), the row counts at which oneDNN's packed
     bf16 product (without :data:`searchr2.packing.MAX_PACKED_ROWS`) is not bit-identical to the plain one,
     on random inputs. ``{}`` where packing is unavailable."""
-    from searchr2.packing import packing_available
+    from searchr2.packing import pack_weight, packed_product, packing_available
 
     if not packing_available():
         return {}
@@ -129,12 +129,11 @@ def packed_agreement(torch, lm, rows: list[int]) -> dict:
     out = {}
     for n_out, n_in in shapes:
         w = torch.randn(n_out, n_in, generator=gen).to(torch.bfloat16)
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+        packed = pack_weight(w)
         differ = []
         for m in rows:
             x = torch.randn(m, n_in, generator=gen).to(torch.bfloat16)
-            if not torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""),
-                               torch.nn.functional.linear(x, w)):
+            if not torch.equal(packed_product(x, packed), torch.nn.functional.linear(x, w)):
                 differ.append(m)
         out[f"{n_out}x{n_in}"] = differ
     return out
@@ -189,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         del lm
 
     agreement = packed_agreement(torch, load_model(args.model, "bfloat16"), args.agreement_rows)
-    result = {"name": args.name, "packed_rows_differing": agreement, "model": model_label(args.model), "threads": args.threads, "steps": args.steps,
+    result = {"name": args.name, "packed_rows_differing": agreement, "model": model_label(args.model),
+              "threads": args.threads, "steps": args.steps,
               "torch": torch.__version__, "cpu": lscpu(), "read_bandwidth_gb_s": round(bandwidth / 1e9, 2),
               "shapes": rows, **loadavg_fields(load_before)}
     out = ROOT / "benchmarks" / "results"
@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['other_share']:.0%} | {r['attention_gb_s']} |")
     if agreement:
         lines += ["", f"Packed against plain bf16 product, bit for bit, at {len(args.agreement_rows)} row counts "
-                  f"({min(args.agreement_rows)} to {max(args.agreement_rows)}); the row counts that differ, by layer shape:",
+                  f"({min(args.agreement_rows)} to {max(args.agreement_rows)}); the row counts that differ, "
+                  "by layer shape:",
                   ""] + [f"- {shape}: {differ or 'none'}" for shape, differ in agreement.items()]
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,6 +34,16 @@ def packing_available(device: str | torch.device = "cpu") -> bool:
     return bool(ops._is_mkldnn_bf16_supported())     # oneDNN's bf16 path: false on AVX2-only CPUs
 
 
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A bfloat16 weight ``(out, in)`` in oneDNN's packed layout, for :func:`packed_product`."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+
+
+def packed_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` with the weight as :func:`pack_weight` returned it."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 #: the packed product is used for at most this many rows (tokens) a call: decoding batches, where the
 #: reorder it saves weighs most. Above it oneDNN picks other kernels for the packed and the plain weight, whose sums can
 #: differ in the last bit (measured for some row counts between 96 and 1,000 on SmolLM2's shapes), and a
@@ -57,13 +67,13 @@ class PackedLinear(torch.nn.Module):
 
     @torch.no_grad()
     def repack(self) -> None:
-        self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+        self._packed = pack_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # float32 activations (under autocast) and long inputs (MAX_PACKED_ROWS) take the plain product
         if x.dtype != self.weight.dtype or x.numel() > MAX_PACKED_ROWS * self.in_features:
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+        return packed_product(x, self._packed, self.bias)
 
     def __deepcopy__(self, memo):
         """A copy with copied parameters and its own packed weight (the packed tensor itself cannot be copied)."""
@@ -95,8 +105,10 @@ def pack_linears(model: torch.nn.Module) -> int:
     return len(swaps)
 
 
-def repack(model: torch.nn.Module) -> None:
-    """Rebuild the packed copies of a model's :class:`PackedLinear` layers after their weights changed."""
+def repack(model: torch.nn.Module, weights=None) -> None:
+    """Rebuild the packed copies of a model's :class:`PackedLinear` layers after their weights changed:
+    all of them, or only those whose weight is one of ``weights`` (the parameters that were overwritten)."""
+    changed = None if weights is None else {id(w) for w in weights}
     for module in model.modules():
-        if isinstance(module, PackedLinear):
+        if isinstance(module, PackedLinear) and (changed is None or id(module.weight) in changed):
             module.repack()

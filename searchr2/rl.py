@@ -313,7 +313,7 @@ class Generator:
     weight sync): on a CPU with AMX, bfloat16 generation is about twice as fast
     (docs/measurements.md#mixed-precision-training), and the update still trains float32 weights.
     Only the parameters that train are copied again; the frozen ones cannot have changed. On a CPU the
-    copy's linear weights are packed (:mod:`searchr2.packing`) and repacked after each refresh.
+    copy's linear weights are packed (:mod:`searchr2.packing`); those that train are repacked after each refresh.
     """
 
     def __init__(self, policy: torch.nn.Module, dtype: str, zero3: bool = False):
@@ -343,7 +343,7 @@ class Generator:
         else:
             for mine, theirs in self.pairs:
                 mine.copy_(theirs)
-            repack(self.copy)
+            repack(self.copy, [mine for mine, _ in self.pairs])     # the frozen layers' packing still holds
         return self.copy
 
 

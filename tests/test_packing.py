@@ -61,7 +61,9 @@ def test_weights_changed_in_place_count_only_after_repack(tiny):
     with torch.no_grad():
         model.model.layers[-1].mlp.down_proj.weight.mul_(-1.0)
     assert torch.equal(_logits(model, ids), before)           # the packed copy is what multiplies
-    repack(model)
+    repack(model, [model.model.layers[0].mlp.down_proj.weight])   # another layer's weight: still stale
+    assert torch.equal(_logits(model, ids), before)
+    repack(model, [model.model.layers[-1].mlp.down_proj.weight])
     fresh = load_model(tiny, "bfloat16").eval()
     with torch.no_grad():
         fresh.model.layers[-1].mlp.down_proj.weight.mul_(-1.0)

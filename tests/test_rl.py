@@ -155,6 +155,11 @@ def test_the_generating_copy_is_the_policy_in_float32_and_a_refreshed_copy_other
     assert gen.weights() is copy
     assert torch.equal(copy.model.layers[-1].self_attn.q_proj.weight, trained.to(torch.bfloat16))
     assert not torch.equal(copy.model.layers[0].self_attn.q_proj.weight, frozen.to(torch.bfloat16))
+    # what the copy computes follows the refreshed weight (a packed layer was repacked)
+    q_proj = copy.model.layers[-1].self_attn.q_proj
+    x = torch.randn(3, q_proj.in_features).to(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(q_proj(x), torch.nn.functional.linear(x, trained.to(torch.bfloat16), q_proj.bias))
 
 
 def test_an_unknown_generate_dtype_is_refused():
