@@ -267,7 +267,7 @@ class Decision:
 
 
 def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_cfg: RolloutConfig,
-           cfg: RefinerConfig, rng: random.Random) -> tuple[list[Trajectory], list[Decision]]:
+           cfg: RefinerConfig, rng: random.Random, generate=None) -> tuple[list[Trajectory], list[Decision]]:
     """The Meta-Refiner over a batch of finished trajectories: accept, or cut and regenerate
     (docs/method.md#cut-and-regenerate).
 
@@ -277,7 +277,8 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
     (:meth:`Trajectory.truncate`), and the Actor regenerates the rest with live search under the same
     turn budget, all revised ones in one :func:`~searchr2.rollout.rollout` call. A trajectory leaves
     when accepted or after ``cfg.max_revisions`` rounds. Returns the final trajectories (same order)
-    and every decision taken.
+    and every decision taken. ``model`` scores; ``generate`` (default: ``model``), a model or a back-end
+    of :mod:`searchr2.engine`, regenerates.
     """
     final = list(trajectories)
     decisions: list[Decision] = []
@@ -306,7 +307,7 @@ def refine(model, tokenizer, retriever, trajectories: list[Trajectory], rollout_
         if revise:
             prefixes = [final[i].truncate(cut - 1) for i, cut in zip(revise, cuts)]
             more = round_no + 1 < cfg.max_revisions      # another round will read the new ones' decisions
-            redone = rollout(model, tokenizer, retriever, [final[i].question for i in revise],
+            redone = rollout(generate or model, tokenizer, retriever, [final[i].question for i in revise],
                              _reseeded(rollout_cfg, round_no), prefixes,
                              review=review_hook(tokenizer, cfg) if more else None)
             for i, t in zip(revise, redone):

@@ -165,14 +165,15 @@ def revision_effect(pairs: list, seed: int, samples: int = 2000) -> dict:
 
 def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
             refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0,
-            on_phase: Callable[[str], object] | None = None, revisions: list | None = None):
+            on_phase: Callable[[str], object] | None = None, revisions: list | None = None, generate=None):
     """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics).
 
     ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
     sample independently; rank 0 samples as a single-process run does. ``on_phase(name)`` is called as
     each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it). ``revisions``,
     when given, gets one ``[reward before, reward after]`` per trajectory the refiner revised (the run's
-    paired comparison of what revising did, :func:`revision_effect`).
+    paired comparison of what revising did, :func:`revision_effect`). ``generate`` (default ``lm``): what
+    writes the turns, the model or a back-end of :mod:`searchr2.engine`; ``lm`` scores the refiner.
     """
     phase = on_phase or (lambda name: None)
     timings, metrics = {}, {}
@@ -183,7 +184,8 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
                                      seed=(cfg.seed * 100_003 + step + 7_919 * rank) % 2 ** 31)
     review = review_hook(tokenizer, refiner_cfg) if refiner_cfg.enabled and refiner_cfg.max_revisions else None
     spent: dict[str, float] = {}
-    trajs = rollout(lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg, review=review, timings=spent)
+    trajs = rollout(generate or lm, tokenizer, retriever, [r["question"] for r in group], sample_cfg, review=review,
+                    timings=spent)
     timings["rollout"] = time.perf_counter() - t0 - spent.get("review", 0.0)   # reviews count as refining
 
     decisions = []
@@ -192,7 +194,7 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         t0 = time.perf_counter()
         originals = trajs
         trajs, decisions = refine(lm, tokenizer, retriever, trajs, sample_cfg, refiner_cfg,
-                                  random.Random(f"{cfg.seed}:refine:{step}" + (f":{rank}" if rank else "")))
+                                  random.Random(f"{cfg.seed}:refine:{step}" + (f":{rank}" if rank else "")), generate)
         timings["refine"] = time.perf_counter() - t0 + spent.get("review", 0.0)
         revised = sorted({d.index for d in decisions if d.action > 0})
         first = [d for d in decisions if d.round == 0]
@@ -316,9 +318,19 @@ class Generator:
     copy's linear weights are packed (:mod:`searchr2.packing`); those that train are repacked after each refresh.
     """
 
-    def __init__(self, policy: torch.nn.Module, dtype: str, zero3: bool = False):
-        self.policy, self.dtype, self.zero3 = policy, getattr(torch, dtype), zero3
+    def __init__(self, policy: torch.nn.Module, dtype: str, zero3: bool = False, engine=None):
+        self.policy, self.dtype, self.zero3, self.engine = policy, getattr(torch, dtype), zero3, engine
         self.copy, self.pairs = None, []
+
+    @torch.no_grad()
+    def generating(self):
+        """What writes turns now: with a vLLM engine (``rollout.engine: vllm``), the engine with the policy's
+        current weights loaded (every parameter: vLLM reprocesses a layer from what it is given); else the
+        model :meth:`weights` returns. Call it where the policy's weights are whole (``full_weights``)."""
+        if self.engine is None:
+            return self.weights()
+        self.engine.load_weights(self.policy.named_parameters())
+        return self.engine
 
     @torch.no_grad()
     def weights(self) -> torch.nn.Module:
@@ -385,7 +397,15 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     # the learning rate is set at every step from the step number (step_learning_rates): no scheduler object
     model, optimizer = accelerator.prepare(model, make_optimizer(lm, cfg.lr, cfg.weight_decay))
     policy = accelerator.unwrap_model(model).lm
-    generator = Generator(policy, cfg.generate_dtype, zero3=zero_stage(accelerator) == 3)
+    engine = None
+    if rollout_cfg.engine == "vllm":
+        if peft_model is not None:
+            raise ValueError("rl.lora_rank > 0 is not supported with rollout.engine vllm (the adapters would have to "
+                             "be merged into vLLM's weights at every sync); use lora_rank 0 or rollout.engine hf")
+        from searchr2.engine import open_engine
+
+        engine = open_engine(base_dir, rollout_cfg, cfg.generate_dtype, cfg.device)
+    generator = Generator(policy, cfg.generate_dtype, zero3=zero_stage(accelerator) == 3, engine=engine)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.questions_per_step < world:
@@ -412,7 +432,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
     def validate_and_keep(step: int) -> None:
         phase(step, "validation")
         with full_weights(accelerator, model):
-            hits = validation_hits(generator.weights(), tokenizer, retriever, shard(val, accelerator), rollout_cfg)
+            hits = validation_hits(generator.generating(), tokenizer, retriever, shard(val, accelerator), rollout_cfg)
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -442,10 +462,11 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
             t0 = time.perf_counter()
             lm_now = generator.weights()
+            generate = generator.generating() if engine is not None else lm_now
             synced = time.perf_counter() - t0
             sequences, advantages, weights, metrics, timings = rl_step(
                 lm_now, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
-                on_phase=lambda name: phase(step, name), revisions=revised)
+                on_phase=lambda name: phase(step, name), revisions=revised, generate=generate)
         if world > 1:
             from accelerate.utils import gather_object
 
@@ -454,6 +475,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         timings["rollout"] += synced                    # refreshing the generating copy is part of rolling out
         phase(step, "update")
         t0 = time.perf_counter()
+        if engine is not None:
+            engine.sleep()                               # rollout.vllm.sleep_mode: its GPU memory to the update
         stats = update_policy(accelerator, model, reference, optimizer, step_learning_rates(cfg, step), sequences,
                               advantages, weights, cfg, step)
         metrics["trained_share"] = stats["trained_share"]
@@ -478,6 +501,8 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
             save_checkpoint(accelerator, checkpoint_dir, progress)
     bar.set_description_str("rl")
     bar.close()
+    if engine is not None:
+        engine.close()
 
     if main:
         print(f"[rl] output: the model of step {progress['best_step']} (validation EM {progress['best_val_em']}; "

@@ -52,12 +52,18 @@ decision there instead of re-encoding the whole trajectory. The rows are copied 
 cache for this (the batch goes on unchanged). Without a cache (``reuse_cache=False``) nothing is
 scored here and the refiner encodes the trajectory itself.
 
+Another back-end. ``model`` may also be a generation engine of :mod:`searchr2.engine` (vLLM,
+``rollout.engine: vllm``): each round then sends every live trajectory's ids as one request, seeded by
+the trajectory, and the engine's own paged cache and prefix caching replace the batches, the cache
+reuse and the shared starts above; the review is left to the refiner.
+
 Retrieval runs in one persistent worker thread (so a JVM-backed retriever such as pyserini attaches
 that thread once), with a timeout, retries with exponential backoff, and a clear
 :class:`RetrievalError` at the end. A hung call is abandoned, never waited for.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import queue
 import threading
@@ -67,6 +73,7 @@ from typing import Callable, Sequence
 
 from transformers import StoppingCriteria
 
+from searchr2.engine import ENGINES, VLLMConfig
 from searchr2.generation import by_length, eos_ids, eval_mode, generation_config, left_pad, pad_id
 from searchr2.kv_cache import growing_cache
 from searchr2.params import check_types
@@ -110,6 +117,11 @@ class RolloutConfig:
     retries: int = 2                   # extra attempts after a failed or timed-out retrieval call
     retry_backoff_s: float = 0.5       # seconds before the first retry, doubled before each next one
     search_timeout_s: float = 30.0     # seconds one retrieval call may take before it is abandoned (never hangs)
+    engine: str = "hf"                 # what generates the turns (searchr2.engine): hf (Hugging Face generate, the
+                                       # default) | vllm (vLLM in the same process: paged KV cache, prefix caching;
+                                       # the GPU choice, docs/scale-out.md). reuse_cache, share_prefix and
+                                       # batch_size's batching are the hf engine's; vLLM batches and caches itself
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)   # how the vllm engine starts (searchr2.engine.VLLMConfig)
 
     def __post_init__(self):
         check_types(self, "rollout config: ")
@@ -126,6 +138,7 @@ class RolloutConfig:
         need(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         need(self.retry_backoff_s >= 0, f"retry_backoff_s must be >= 0, got {self.retry_backoff_s}")
         need(self.search_timeout_s > 0, f"search_timeout_s must be > 0, got {self.search_timeout_s}")
+        need(self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 @dataclass
@@ -599,8 +612,9 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
     for q in questions:
         normalize_question(q)  # fail early on empty / non-string questions
     trajs = [_start(tokenizer, q, p, cfg) for q, p in zip(questions, prefixes)]
+    engine = hasattr(model, "generate_turns")        # a back-end of searchr2.engine (vLLM) instead of a model
 
-    with eval_mode(model):
+    with contextlib.nullcontext() if engine else eval_mode(model):
         round_no, groups = 0, None
         while True:
             live = []
@@ -623,12 +637,17 @@ def rollout(model, tokenizer, retriever, questions: list[str], cfg: RolloutConfi
             final = {i: trajs[i].turns >= cfg.max_turns for i in live}
             limits = {i: min(cfg.max_new_tokens, cfg.max_context_tokens - len(trajs[i].token_ids)) for i in live}
             stops = {i: FINAL_STOPS if final[i] else TURN_STOPS for i in live}
-            if groups is None or not cfg.reuse_cache:
+            if not engine and (groups is None or not cfg.reuse_cache):
                 # shortest contexts together (live is in index order), so rows of one batch need little padding
                 groups = [_Group([live[k] for k in batch])
                           for batch in by_length([trajs[i].token_ids for i in live], cfg.batch_size)]
             generated: dict[int, list[int]] = {}
-            for g, group in enumerate(groups):
+            if engine:   # one request per trajectory, seeded by the trajectory, not by what it is batched with
+                generated = dict(zip(live, model.generate_turns(
+                    [trajs[i].token_ids for i in live], [limits[i] for i in live], [stops[i] for i in live],
+                    eos_ids(model, tokenizer), cfg.do_sample, cfg.temperature, cfg.top_p,
+                    [(cfg.seed * 1_000_003 + round_no * 7919 + i) % 2 ** 31 for i in live])))
+            for g, group in enumerate(groups or []):
                 seed = (cfg.seed * 1_000_003 + round_no * 7919 + g) % 2 ** 63
                 generated.update(group.step(model, tokenizer, trajs, set(live), limits, stops, cfg, seed))
             new_ids = [generated[i] for i in live]

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from searchr2.baselines import answer_baseline
 from searchr2.data import load_eval_set
+from searchr2.engine import open_engine
 from searchr2.evaluation import BASELINES, greedy, run_system, system_model
 from searchr2.io import atomic_dir, write_json, write_jsonl
-from searchr2.models import load_model, load_tokenizer, pick_device, resolve_dtype
+from searchr2.models import load_tokenizer, pick_device, resolve_dtype
 from searchr2.params import load_params
 from searchr2.paths import EVAL_DIR, INDEX_DIR, MODEL_NAMES, QA_DIR, model_dir
 from searchr2.remote import open_retriever
@@ -36,7 +37,7 @@ def score(p, model_name: str, systems: list[str], out: Path) -> tuple[dict, dict
     retriever = open_retriever(p.retrieval, INDEX_DIR, p.index)
     path, device = model_dir(model_name), pick_device(p.evaluate.device)
     dtype = resolve_dtype(p.evaluate.dtype, device)       # evaluate.dtype auto: bf16 where the CPU/GPU has it
-    model, tok = load_model(path, dtype, device, inference=True), load_tokenizer(path)
+    model, tok = open_engine(path, p.rollout, dtype, device), load_tokenizer(path)   # rollout.engine: hf | vllm
     metrics, timing = {}, {}
     for system in systems:
         if system in BASELINES:

@@ -11,8 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from searchr2.data import load_train_records
+from searchr2.engine import open_engine
 from searchr2.io import InputError, atomic_dir, write_json, write_jsonl
-from searchr2.models import load_model, load_tokenizer, pick_device
+from searchr2.models import load_tokenizer, pick_device, resolve_dtype
 from searchr2.params import load_params
 from searchr2.paths import (BASE_MODEL, INDEX_DIR, QA_DIR, RESULTS, SFT_ACTOR, SFT_DATA, SFT_REFINER,
                             SFT_REFINER_HELDOUT, model_dir)
@@ -35,7 +36,8 @@ def main():
         """The rejection teacher's sampler: the named model, sampling rollouts (loaded only if needed)."""
         name = p.sft_data.rejection_model
         path = Path(name) if Path(name).is_dir() else model_dir(name)
-        model = load_model(path, p.evaluate.dtype, pick_device(p.evaluate.device), inference=True)
+        device = pick_device(p.evaluate.device)
+        model = open_engine(path, teacher, resolve_dtype(p.evaluate.dtype, device), device)   # rollout.engine
         return lambda questions: rollout(model, tokenizer, retriever, questions, teacher)
 
     actor, refiner, heldout, stats = build_warmup_data(records, tokenizer, retriever, teacher, p.refiner,

@@ -79,9 +79,10 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return out
 
 
-def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | None = None) -> Path:
+def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | None = None, hidden_size: int = 64) -> Path:
     """A random tiny Qwen2-shaped model in ``out`` (default ``root/m``), its tokenizer trained on a
-    200-line corpus written to ``root/corpus.jsonl`` about five fictional names."""
+    200-line corpus written to ``root/corpus.jsonl`` about five fictional names. ``hidden_size`` 128 gives
+    heads of 32 dimensions, the smallest vLLM's CPU attention takes."""
     import json
 
     from searchr2.models import ModelConfig, TinyModelConfig, materialize_base_model
@@ -92,7 +93,8 @@ def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | No
             a, b = NAMES[i % 5], NAMES[(i * 3 + 1) % 5]
             f.write(json.dumps({"id": str(i), "contents": f'"{a}"\n{a} was {verb} in {1900 + i} near {b}.'}) + "\n")
     out = out or root / "m"
-    materialize_base_model(ModelConfig(source="tiny", seed=seed, tiny=TinyModelConfig(vocab_size=400)), out, corpus)
+    materialize_base_model(ModelConfig(source="tiny", seed=seed, tiny=TinyModelConfig(hidden_size=hidden_size,
+                                                                                       vocab_size=400)), out, corpus)
     return out
 
 
