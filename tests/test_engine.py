@@ -5,7 +5,6 @@ final norm is scaled up so that its next-token distributions are peaked: greedy 
 near-ties, and the two back-ends' float differences cannot flip them.
 """
 import dataclasses
-import json
 
 import pytest
 import torch
@@ -21,9 +20,9 @@ from searchr2.reward import RewardConfig
 from searchr2.rl import RLConfig, train_rl
 from searchr2.rollout import RolloutConfig, _run_generate, rollout
 from conftest import make_tiny_model
-from tests.test_rl import fake_score, killed_in_step_2
+from tests.test_rl import _two_process_run, fake_score, killed_in_step_2
 from tests.test_rollout import FakeRetriever
-from tests.test_teacher import PASSAGES, WordRetriever, _records
+from tests.test_teacher import WordRetriever, _records
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]   # one engine start is ~5 s
 
@@ -136,9 +135,38 @@ def test_after_an_update_vllm_generates_and_scores_like_the_trained_model(model_
         eng.close()
 
 
-def test_open_engine_gives_the_hugging_face_model_or_a_vllm_engine(model_dir):
+def test_starting_an_engine_leaves_the_process_as_it_was(model_dir, monkeypatch):
+    """vLLM in-process seeds every RNG, replaces torch.set_num_threads and reads its settings from the
+    environment; the trainer around it sees none of that."""
+    import os
+    import random
+
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    env, threads = dict(os.environ), torch.get_num_threads()
+    torch.manual_seed(123)
+    random.seed(123)
+    expected = torch.rand(3), random.random()
+    torch.manual_seed(123)
+    random.seed(123)
+    eng = VLLMEngine(model_dir, VLLMConfig(), "float32", GREEDY.max_context_tokens, GREEDY.batch_size, seed=0)
+    try:
+        drawn = torch.rand(3), random.random()
+        assert torch.equal(drawn[0], expected[0]) and drawn[1] == expected[1]
+        assert dict(os.environ) == env and torch.get_num_threads() == threads
+        torch.set_num_threads(threads + 1)                 # the real setter, not vLLM's no-op
+        assert torch.get_num_threads() == threads + 1
+    finally:
+        torch.set_num_threads(threads)
+        eng.close()
+
+
+def test_open_engine_gives_the_hugging_face_model_or_a_vllm_engine_and_bad_settings_are_refused(model_dir, tmp_path):
     hf = open_engine(model_dir, GREEDY, "float32", "cpu")
     assert isinstance(hf, torch.nn.Module) and not hf.training
+    small = make_tiny_model(tmp_path, seed=1)                  # the smoke profile's shape: heads of 16 dimensions
+    with pytest.raises(ValueError, match=r"config.json: attention heads of 16 dimensions"):
+        VLLMEngine(small, VLLMConfig())
     with pytest.raises(ValueError, match="tensor_parallel_size must be 1"):
         VLLMConfig(tensor_parallel_size=2)
     with pytest.raises(ValueError, match="engine must be one of"):
@@ -149,11 +177,7 @@ def test_an_rl_run_on_vllm_trains_and_resumes_like_the_hugging_face_one(tmp_path
     """rollout.engine vllm in the RL stage: every turn written by vLLM with the policy's current weights
     (loaded before each step's rollout and each validation), the policy moves, and a run killed in step 2
     resumes to the same weights."""
-    root = tmp_path / "base"
-    root.mkdir()
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"id": str(i), "contents": f'"{t}"\n{x}'}) + "\n"
-                                               for i, (t, x) in enumerate(PASSAGES * 20)))
-    base = make_tiny_model(root, seed=5, hidden_size=128)
+    base = make_tiny_model(tmp_path, seed=5, hidden_size=128, out=tmp_path / "base")
     rollout_cfg = RolloutConfig(max_turns=1, max_new_tokens=12, max_obs_tokens=30, max_context_tokens=1024, top_k=1,
                                 do_sample=True, batch_size=8, engine="vllm")
     cfg = RLConfig(group_size=2, lr=1e-3, warmup_ratio=0.0, kl_coef=0.01, steps=3, questions_per_step=2,
@@ -181,6 +205,7 @@ def test_an_rl_run_on_vllm_trains_and_resumes_like_the_hugging_face_one(tmp_path
 
     summary = run(tmp_path / "a")
     assert summary["steps"] == 3 and calls["load"] == 3 + 2 and calls["generate"] >= 3 * 2   # 3 steps + 2 validations
+    assert summary["revisions"]["n"] >= 1                          # the refiner's regenerations ran on vLLM too
     trained, start = load_file(str(tmp_path / "a/out/model.safetensors")), load_file(str(base / "model.safetensors"))
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
 
@@ -192,3 +217,11 @@ def test_an_rl_run_on_vllm_trains_and_resumes_like_the_hugging_face_one(tmp_path
     assert run(tmp_path / "b")["resumed_from_step"] == 1
     again = load_file(str(tmp_path / "b/out/model.safetensors"))
     assert all(torch.equal(again[k], trained[k]) for k in trained)
+
+
+def test_a_two_process_run_starts_one_engine_per_process(tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo) with rollout.engine vllm: each process rolls out its share on its
+    own engine (vLLM's external_launcher executor) and the run ends as the Hugging Face one does."""
+    base = make_tiny_model(tmp_path, seed=5, hidden_size=128, out=tmp_path / "base")
+    ranks = _two_process_run(base, tmp_path / "work", "ddp", env={"RL_ENGINE": "vllm"})
+    assert ranks[0]["steps"] == 2

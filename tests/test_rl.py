@@ -253,12 +253,12 @@ def test_lora_under_zero3_is_refused_before_anything_runs(base, tmp_path, monkey
     assert not any(tmp_path.iterdir())
 
 
-def _two_process_run(base, work, launcher: str) -> list[dict]:
-    """tests/rl_dist_worker.py on 2 CPU processes (see conftest.launch_two_processes); each rank's
-    summary, after checking what must hold for every launcher."""
+def _two_process_run(base, work, launcher: str, env: dict | None = None) -> list[dict]:
+    """tests/rl_dist_worker.py on 2 CPU processes (see conftest.launch_two_processes; ``env`` added to
+    theirs); each rank's summary, after checking what must hold for every launcher."""
     from conftest import LAUNCHERS, launch_two_processes
 
-    proc = launch_two_processes(launcher, "rl_dist_worker.py", base, work)
+    proc = launch_two_processes(launcher, "rl_dist_worker.py", base, work, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((work / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["processes"], r["zero_stage"]) for r in ranks] == [(2, LAUNCHERS[launcher])] * 2
