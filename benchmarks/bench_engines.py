@@ -43,7 +43,7 @@ def summary(trajs, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("data/models/sft"))
     parser.add_argument("--dtype", default="auto", help="float32 | bfloat16 | auto (evaluate.dtype, resolved)")
     parser.add_argument("--eval-questions", type=int, default=10, help="greedy questions per eval set")
