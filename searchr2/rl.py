@@ -323,12 +323,13 @@ class Generator:
         self.copy, self.pairs = None, []
 
     @torch.no_grad()
-    def generating(self):
+    def generating(self, refreshed: torch.nn.Module | None = None):
         """What writes turns now: with a vLLM engine (``rollout.engine: vllm``), the engine with the policy's
         current weights loaded (every parameter: vLLM reprocesses a layer from what it is given); else the
-        model :meth:`weights` returns. Call it where the policy's weights are whole (``full_weights``)."""
+        model :meth:`weights` returns, or ``refreshed`` when the caller has just called it. Call it where the
+        policy's weights are whole (``full_weights``)."""
         if self.engine is None:
-            return self.weights()
+            return refreshed if refreshed is not None else self.weights()
         self.engine.load_weights(self.policy.named_parameters())
         return self.engine
 
@@ -462,7 +463,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         with full_weights(accelerator, model):           # generation needs whole weights (ZeRO-3)
             t0 = time.perf_counter()
             lm_now = generator.weights()
-            generate = generator.generating() if engine is not None else lm_now
+            generate = generator.generating(lm_now)
             synced = time.perf_counter() - t0
             sequences, advantages, weights, metrics, timings = rl_step(
                 lm_now, tokenizer, retriever, batch, cfg, rollout_cfg, refiner_cfg, reward_cfg, judge, step, rank,
