@@ -8,10 +8,12 @@ The two arms differ only in the engine's speed features; everything else is ``pa
 
 - ``before``: the engine as it was: Hugging Face's ``DynamicCache`` (copied whole at every decoded
   token), no shared-prefix prefill (``rollout.share_prefix: false``), generation batches of 32, the
-  evaluation answering one eval set at a time, and everything in float32;
+  evaluation answering one eval set at a time, the update's forward passes with their padding mask,
+  and everything in float32;
 - ``after``: the code as it is: the in-place growing cache (:mod:`searchr2.kv_cache`), shared
   prefixes fed once, ``rollout.batch_size`` from the params, the eval sets pooled
-  (:func:`searchr2.evaluation.run_system`), and the params' precisions as this machine resolves them:
+  (:func:`searchr2.evaluation.run_system`), the update's forward passes causal without a padding mask
+  (:func:`searchr2.training.body_attention_mask`), and the params' precisions as this machine resolves them:
   ``rl.generate_dtype`` for generation (:class:`searchr2.rl.Generator`), ``rl.mixed_precision`` for
   the update's autocast and the reference model, ``evaluate.dtype`` for the evaluated model; in
   bfloat16 on a CPU the inference models' linear weights are packed (:mod:`searchr2.packing`), as the
@@ -128,8 +130,9 @@ def main() -> None:
                         a["generator"].weights(), tokenizer, retriever, batch, p.rl, rollout_config(p, arm), p.refiner, p.reward,
                         judge, step)
                 t0 = time.perf_counter()
-                update_policy(a["accelerator"], a["model"], a["reference"], a["optimizer"],
-                              step_learning_rates(p.rl, step), sequences, advantages, weights, p.rl, step)
+                with engine(arm):
+                    update_policy(a["accelerator"], a["model"], a["reference"], a["optimizer"],
+                                  step_learning_rates(p.rl, step), sequences, advantages, weights, p.rl, step)
                 timings["update"] = time.perf_counter() - t0
                 seqs[arm] = [list(s.token_ids) for s in sequences]
                 rows[arm].append({"step": step, "seconds": round(time.perf_counter() - start, 2),

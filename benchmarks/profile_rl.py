@@ -59,20 +59,23 @@ ARMS = ("before", "after")
 
 @contextlib.contextmanager
 def engine(arm: str):
-    """The engine of ``arm``: ``before`` swaps the growing cache for transformers' ``DynamicCache``."""
+    """The engine of ``arm``: ``before`` swaps the growing cache for transformers' ``DynamicCache`` and
+    gives the update's forward passes their padding mask again (:func:`searchr2.training.body_attention_mask`)."""
     import transformers
 
+    import searchr2.grpo as grpo_mod
     import searchr2.rollout as rollout_mod
 
     if arm == "after":
         yield
         return
-    original = rollout_mod.growing_cache
+    originals = rollout_mod.growing_cache, grpo_mod.body_attention_mask
     rollout_mod.growing_cache = lambda config: transformers.DynamicCache(config=config)
+    grpo_mod.body_attention_mask = lambda lm, attention_mask: attention_mask
     try:
         yield
     finally:
-        rollout_mod.growing_cache = original
+        rollout_mod.growing_cache, grpo_mod.body_attention_mask = originals
 
 
 def rollout_config(p, arm: str):

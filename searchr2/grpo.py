@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from searchr2.distributed import zero_stage
 from searchr2.params import check_types
-from searchr2.training import IGNORE, Record, check_optimizer_knobs, collate, plan_micro_batches
+from searchr2.training import IGNORE, Record, body_attention_mask, check_optimizer_knobs, collate, plan_micro_batches
 
 #: log-ratios (logp − old, ref − logp) are clamped to ±this before exponentiating, so a policy that
 #: drifted far cannot overflow exp() (verl uses the same bound)
@@ -211,14 +211,16 @@ def sequence_logprobs(lm: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
     Entry ``[b, t]`` is log π(input_ids[b, t] | input_ids[b, :t]) where ``loss_mask[b, t]`` is 1 and 0
     elsewhere (float32, differentiable). Position 0 has nothing before it and must not be marked. The
-    decoder body runs on the whole batch; the output head and the softmax only on the hidden states
-    that predict a marked token. Like MaskedLMLoss, this assumes plain logits (no softcapping or
+    decoder body runs on the whole batch, causally and without the padding mask
+    (:func:`searchr2.training.body_attention_mask`); the output head and the softmax only on the hidden
+    states that predict a marked token. Like MaskedLMLoss, this assumes plain logits (no softcapping or
     scaling), true of the Llama and Qwen2 families used here.
     """
     loss_mask = loss_mask.bool()
     if loss_mask[:, 0].any():
         raise ValueError("loss_mask marks position 0: the first token has no context to be scored from")
-    hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = lm.base_model(input_ids=input_ids, attention_mask=body_attention_mask(lm, attention_mask),
+                           use_cache=False).last_hidden_state
     keep = loss_mask[:, 1:]                                  # hidden state at t-1 predicts token t
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
     picked = -F.cross_entropy(logits, input_ids[:, 1:][keep], reduction="none")

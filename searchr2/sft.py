@@ -53,9 +53,9 @@ from searchr2.distributed import (MIXED_PRECISION, lm_state_dict, load_trainable
                                   resolve_precision, zero_stage)
 from searchr2.models import PROVENANCE_FILE, quiet_deepspeed_cpu_notice
 from searchr2.params import check_types
-from searchr2.training import (IGNORE, Record, check_freeze_layers, check_optimizer_knobs, collate, fingerprint,
-                               freeze_bottom, make_optimizer, open_live, plan_micro_batches, remove_checkpoints, resume,
-                               save_checkpoint, warmup_schedule)
+from searchr2.training import (IGNORE, Record, body_attention_mask, check_freeze_layers, check_optimizer_knobs, collate,
+                               fingerprint, freeze_bottom, make_optimizer, open_live, plan_micro_batches,
+                               remove_checkpoints, resume, save_checkpoint, warmup_schedule)
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -266,7 +266,7 @@ class MaskedLMLoss(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 loss_weights: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask,
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=body_attention_mask(self.lm, attention_mask),
                                     use_cache=False).last_hidden_state
         keep = labels != IGNORE
         logits = self.lm.get_output_embeddings()(hidden[keep]).float()

@@ -4,7 +4,8 @@
 - **Token-id records and micro-batches.** A training sequence is a list of token ids with a loss mask
   that is 1 exactly on the tokens the model wrote itself (:class:`Record`). Sequences of similar length
   are packed into micro-batches of a bounded number of padded tokens (:func:`plan_micro_batches`) and
-  right-padded into tensors with shifted labels (:func:`collate`).
+  right-padded into tensors with shifted labels (:func:`collate`); the decoder runs them causally
+  without a padding mask (:func:`body_attention_mask`).
 - **Optimizer, schedule and frozen layers.** AdamW with weight decay on matrices only
   (:func:`make_optimizer`), a linear warm-up then linear decay (SFT, a scheduler: :func:`warmup_schedule`)
   or then a constant rate (RL, set from the step number: :func:`warmup_factor`), and the bottom decoder
@@ -106,6 +107,29 @@ def collate(records: Sequence[Record], pad_id: int = 0) -> dict[str, torch.Tenso
             weights = torch.where(r.decisions[1:], torch.tensor(float(r.decision_weight)), weights)
         loss_weights[row, :n - 1] = r.mask[1:].float() * weights
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "loss_weights": loss_weights}
+
+
+#: attention implementations that build the causal mask themselves when given none (the mask then only
+#: says where padding is); flash-attention kernels use a given mask to drop padding, so they keep it
+_CAUSAL_WITHOUT_MASK = ("sdpa", "eager")
+
+
+def body_attention_mask(lm: torch.nn.Module, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask to give the decoder body for a right-padded batch (:func:`collate`): None when
+    the causal mask alone says the same.
+
+    In a right-padded batch every real token comes before its row's padding, so causal attention never
+    lets it see a pad, and positions count from 0 either way: the real tokens' hidden states are those
+    of the masked forward pass (tested to the bit on SmolLM2 with SDPA). Without a mask, SDPA runs as a
+    causal kernel that skips the key blocks above the diagonal; with one, torch's CPU flash kernel
+    computes every block, so the training forward and backward cost more (measured in
+    docs/measurements.md#causal-attention-in-training-issue-17). What the padded positions compute is never
+    read (their labels and loss masks are 0). Any other mask (left padding, holes), and attention
+    implementations outside ``sdpa``/``eager``, keep the mask.
+    """
+    right_padded = bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all()) and bool(attention_mask[:, 0].all())
+    implementation = getattr(getattr(lm, "config", None), "_attn_implementation", None)
+    return None if right_padded and implementation in _CAUSAL_WITHOUT_MASK else attention_mask
 
 
 # ------------------------------------------------------------------- optimizer, schedule, freezing

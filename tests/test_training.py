@@ -16,7 +16,7 @@ from searchr2.io import InputError
 from searchr2.models import load_model
 from searchr2.rl import RLConfig
 from searchr2.sft import SFTConfig
-from searchr2.training import (IGNORE, Record, check_freeze_layers, clean_checkpoints, collate, fingerprint,
+from searchr2.training import (IGNORE, Record, body_attention_mask, check_freeze_layers, clean_checkpoints, collate, fingerprint,
                                freeze_bottom, make_optimizer, open_live, plan_micro_batches, resume, save_checkpoint,
                                trim_live_plots, warmup_factor, warmup_schedule)
 
@@ -41,6 +41,29 @@ def test_collate_shifts_labels_to_the_predicting_position():
     assert batch["labels"].tolist() == [[6, IGNORE, 8, IGNORE], [10, IGNORE, IGNORE, IGNORE]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert batch["loss_weights"].tolist() == [[1, 0, 1, 0], [3, 0, 0, 0]]     # the record's weight where it learns
+
+
+def test_a_right_padded_batch_runs_without_its_mask_and_the_real_tokens_come_out_the_same(base):
+    lm = load_model(base)
+    assert lm.config._attn_implementation == "sdpa"
+    batch = collate([_record("a", list(range(5, 25)), [0] * 10 + [1] * 10), _record("b", [7, 8, 9, 10, 11], [0, 0, 1, 1, 1]),
+                     _record("c", list(range(30, 42)), [0] * 6 + [1] * 6)])
+    mask = batch["attention_mask"]
+    assert mask.sum(1).tolist() == [20, 5, 12]                       # right-padded: ones, then zeros
+    assert body_attention_mask(lm, mask) is None
+    with torch.no_grad():
+        masked = lm.base_model(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        causal = lm.base_model(input_ids=batch["input_ids"], attention_mask=None).last_hidden_state
+    real = mask.bool()
+    assert torch.equal(masked[real], causal[real])                   # to the bit, at every real token
+    assert not torch.equal(masked[~real], causal[~real])             # only the pads (never read) differ
+
+    # anything else keeps its mask: left padding, a hole, an empty first column, a flash-attention model
+    for other in ([[0, 1, 1], [1, 1, 1]], [[1, 0, 1], [1, 1, 1]], [[0, 0, 0], [1, 1, 0]]):
+        other = torch.tensor(other)
+        assert body_attention_mask(lm, other) is other
+    lm.config._attn_implementation = "flash_attention_2"
+    assert body_attention_mask(lm, mask) is mask
 
 
 def test_micro_batches_fit_the_budget_group_lengths_and_follow_the_seed():
