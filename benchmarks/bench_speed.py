@@ -82,6 +82,23 @@ def rl_arm(p, model_dir: Path, arm: str):
             "generator": Generator(lm, prec["generate_dtype"])}
 
 
+def rl_setting(model: Path, threads: int):
+    """``(params, tokenizer, retriever, judge)`` as stage rl loads them, from ``params.yaml`` and ``model``'s
+    tokenizer, with torch on ``threads`` threads and the repository root as the working directory."""
+    import torch
+
+    from searchr2.judge import make_judge
+    from searchr2.models import load_tokenizer
+    from searchr2.params import load_params
+    from searchr2.paths import INDEX_DIR
+    from searchr2.retrieval import load_retriever
+
+    torch.set_num_threads(threads)
+    os.chdir(ROOT)
+    p = load_params()
+    return p, load_tokenizer(model), load_retriever(p.retrieval.method, INDEX_DIR, p.index), make_judge(p.reward)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/sft")
@@ -95,20 +112,12 @@ def main() -> None:
 
     from searchr2.data import load_eval_set, load_train_records
     from searchr2.evaluation import greedy, run_system
-    from searchr2.judge import make_judge
-    from searchr2.models import load_model, load_tokenizer
-    from searchr2.params import load_params
-    from searchr2.paths import INDEX_DIR, QA_DIR
-    from searchr2.retrieval import load_retriever
+    from searchr2.models import load_model
+    from searchr2.paths import QA_DIR
     from searchr2.rl import rl_step, split_questions, step_learning_rates, step_questions, update_policy
     from searchr2.rollout import rollout
 
-    torch.set_num_threads(args.threads)
-    os.chdir(ROOT)
-    p = load_params()
-    tokenizer = load_tokenizer(args.model)
-    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
-    judge = make_judge(p.reward)
+    p, tokenizer, retriever, judge = rl_setting(args.model, args.threads)
     load_before = os.getloadavg()
     result: dict = {"name": args.name, "model": model_label(args.model), "torch": torch.__version__,
                     "threads": args.threads, "cpu": lscpu(), "after_rollout": dataclasses.asdict(p.rollout)}

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_speed import rl_arm  # noqa: E402
+from benchmarks.bench_speed import rl_arm, rl_setting  # noqa: E402
 from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_label, write_result  # noqa: E402
 
 ARMS = ("mask", "causal")
@@ -88,20 +88,11 @@ def main() -> None:
 
     from searchr2.data import load_train_records
     from searchr2.grpo import collate_sequences, compute_logprobs, token_coefficients
-    from searchr2.judge import make_judge
-    from searchr2.models import load_tokenizer
-    from searchr2.params import load_params
-    from searchr2.paths import INDEX_DIR, QA_DIR
-    from searchr2.retrieval import load_retriever
+    from searchr2.paths import QA_DIR
     from searchr2.rl import rl_step, split_questions, step_questions
     from searchr2.training import plan_micro_batches
 
-    torch.set_num_threads(args.threads)
-    os.chdir(ROOT)
-    p = load_params()
-    tokenizer = load_tokenizer(args.model)
-    retriever = load_retriever(p.retrieval.method, INDEX_DIR, p.index)
-    judge = make_judge(p.reward)
+    p, tokenizer, retriever, judge = rl_setting(args.model, args.threads)
     arm_models = rl_arm(p, args.model, "after")
     pool, _ = split_questions(load_train_records(QA_DIR, p.data.train_sets), p.rl)
     torch.manual_seed(args.step)
