@@ -25,6 +25,7 @@ the gradient's relative difference between the arms. Results: ``benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -36,17 +37,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_speed import rl_arm, rl_setting  # noqa: E402
+from benchmarks.profile_rl import padding_mask_kept  # noqa: E402
 from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, model_label, write_result  # noqa: E402
 
 ARMS = ("mask", "causal")
 
 
-def use_arm(arm: str) -> None:
-    """Make :func:`searchr2.grpo.sequence_logprobs` run as ``arm`` does."""
-    import searchr2.grpo as grpo
-    from searchr2.training import body_attention_mask
-
-    grpo.body_attention_mask = body_attention_mask if arm == "causal" else (lambda lm, attention_mask: attention_mask)
+def use_arm(arm: str):
+    """The context in which :func:`searchr2.grpo.sequence_logprobs` runs as ``arm`` does."""
+    return contextlib.nullcontext() if arm == "causal" else padding_mask_kept()
 
 
 def policy_pass(arm_models: dict, batches: list[dict], coefs: list) -> list:
@@ -118,13 +117,13 @@ def main() -> None:
     outputs: dict[str, dict] = {}
 
     def run(arm: str) -> dict:
-        use_arm(arm)
         arm_models["optimizer"].zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        ref = compute_logprobs(arm_models["reference"], sequences, p.rl.micro_batch_tokens)
-        t1 = time.perf_counter()
-        logp = policy_pass(arm_models, batches, coefs)
-        t2 = time.perf_counter()
+        with use_arm(arm):
+            t0 = time.perf_counter()
+            ref = compute_logprobs(arm_models["reference"], sequences, p.rl.micro_batch_tokens)
+            t1 = time.perf_counter()
+            logp = policy_pass(arm_models, batches, coefs)
+            t2 = time.perf_counter()
         grad = torch.cat([q.grad.flatten() for q in arm_models["lm"].parameters() if q.grad is not None])
         return {"reference": t1 - t0, "policy": t2 - t1, "ref": ref, "logp": logp, "grad": grad}
 
@@ -139,15 +138,14 @@ def main() -> None:
                   file=sys.stderr, flush=True)
     shares = {}
     for arm in ARMS:
-        use_arm(arm)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            compute_logprobs(arm_models["reference"], sequences, p.rl.micro_batch_tokens)
-        shares[f"{arm} reference"] = categories(prof)
-        arm_models["optimizer"].zero_grad(set_to_none=True)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            policy_pass(arm_models, batches, coefs)
-        shares[f"{arm} policy"] = categories(prof)
-    use_arm("causal")
+        with use_arm(arm):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                compute_logprobs(arm_models["reference"], sequences, p.rl.micro_batch_tokens)
+            shares[f"{arm} reference"] = categories(prof)
+            arm_models["optimizer"].zero_grad(set_to_none=True)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                policy_pass(arm_models, batches, coefs)
+            shares[f"{arm} policy"] = categories(prof)
 
     a, b = outputs["mask"], outputs["causal"]
     same_ref = all(torch.equal(x, y) for x, y in zip(a["ref"], b["ref"]))

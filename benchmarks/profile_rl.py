@@ -58,24 +58,37 @@ ARMS = ("before", "after")
 
 
 @contextlib.contextmanager
+def padding_mask_kept():
+    """The update's forward passes get the batch's padding mask, as before
+    :func:`searchr2.training.body_attention_mask` dropped it."""
+    import searchr2.grpo as grpo_mod
+
+    original = grpo_mod.body_attention_mask
+    grpo_mod.body_attention_mask = lambda lm, attention_mask: attention_mask
+    try:
+        yield
+    finally:
+        grpo_mod.body_attention_mask = original
+
+
+@contextlib.contextmanager
 def engine(arm: str):
     """The engine of ``arm``: ``before`` swaps the growing cache for transformers' ``DynamicCache`` and
-    gives the update's forward passes their padding mask again (:func:`searchr2.training.body_attention_mask`)."""
+    gives the update's forward passes their padding mask again (:func:`padding_mask_kept`)."""
     import transformers
 
-    import searchr2.grpo as grpo_mod
     import searchr2.rollout as rollout_mod
 
     if arm == "after":
         yield
         return
-    originals = rollout_mod.growing_cache, grpo_mod.body_attention_mask
+    original = rollout_mod.growing_cache
     rollout_mod.growing_cache = lambda config: transformers.DynamicCache(config=config)
-    grpo_mod.body_attention_mask = lambda lm, attention_mask: attention_mask
     try:
-        yield
+        with padding_mask_kept():
+            yield
     finally:
-        rollout_mod.growing_cache, grpo_mod.body_attention_mask = originals
+        rollout_mod.growing_cache = original
 
 
 def rollout_config(p, arm: str):
