@@ -199,7 +199,8 @@ def refiner_in_rl(curves: dict, rl_summary: dict | None) -> str:
         ci = effect.get("ci95")
         text += (f" It revised {effect['n']} trajectories; their mean reward went from {effect['before']:.3f} before "
                  f"revision to {effect['after']:.3f} after ({effect['diff']:+.3f}, paired 95% interval "
-                 f"{f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else '–'}; {effect['better']} better, {effect['worse']} worse).")
+                 f"{f'[{ci[0]:+.3f}, {ci[1]:+.3f}]' if ci else '–'}; {effect['better']} better, {effect['worse']} worse; "
+                 "each is listed in results/rl/revisions.jsonl).")
     elif effect is not None:
         text += " It revised no trajectory."
     return text + "\n"

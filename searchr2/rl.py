@@ -39,7 +39,7 @@ import torch
 
 from searchr2.grpo import (GRPOConfig, TokenLogProbs, compute_logprobs, group_advantages, pack_shared_prefix,
                            ppo_update, select_for_update)
-from searchr2.io import atomic_dir
+from searchr2.io import atomic_dir, write_jsonl
 from searchr2.metrics import exact_match
 from searchr2.models import pick_device, quiet_deepspeed_cpu_notice, resolve_dtype
 from searchr2.packing import pack_linears, repack
@@ -144,12 +144,33 @@ def mean_over_processes(accelerator, metrics: dict[str, float]) -> dict[str, flo
     return {k: sum(m[k] for m in every if k in m) / sum(k in m for m in every) for k in names}
 
 
-def revision_effect(pairs: list, seed: int, samples: int = 2000) -> dict:
+#: the fields of a :func:`revision_record`, in the order results/rl/revisions.jsonl writes them
+REVISION_FIELDS = ("step", "id", "question", "golden_answers", "cuts", "turns_before", "turns_after",
+                   "searches_before", "searches_after", "answer_before", "answer_after", "reward_before",
+                   "reward_after", "group_em")
+
+
+def revision_record(step: int, record: dict, cuts: list[int], before, after, reward_before: float,
+                    reward_after: float, group_em: float) -> dict:
+    """One revised trajectory of an RL run, as ``results/rl/revisions.jsonl`` lists it: where the refiner cut
+    (``cuts``: the step it cut before, one per revision round), what the trajectory searched and answered
+    before and after, its reward before and after (the pairs of :func:`revision_effect`), and ``group_em``,
+    the share of its question's group (final trajectories) that answered right: how answerable the
+    question was for the Actor at that step."""
+    return dict(zip(REVISION_FIELDS, (
+        step, record.get("id"), record["question"], list(record.get("golden_answers") or []), list(cuts),
+        before.turns, after.turns, list(before.searches), list(after.searches), before.answer, after.answer,
+        float(reward_before), float(reward_after), round(float(group_em), 4))))
+
+
+def revision_effect(revisions: list, seed: int, samples: int = 2000) -> dict:
     """What the refiner's revisions did over a run: the mean reward of the revised trajectories before and
     after revising, and the paired difference with its 95% bootstrap interval over the revisions
-    (``ci95`` None below 2 revisions)."""
+    (``ci95`` None below 2 revisions). ``revisions``: :func:`revision_record` dicts, or
+    ``[reward before, reward after]`` pairs."""
     from searchr2.stats import paired_difference
 
+    pairs = [[r["reward_before"], r["reward_after"]] if isinstance(r, dict) else r for r in revisions]
     if not pairs:
         return {"n": 0, "before": None, "after": None, "diff": None, "ci95": None, "better": 0, "worse": 0}
     before, after = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -171,8 +192,8 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
     ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
     sample independently; rank 0 samples as a single-process run does. ``on_phase(name)`` is called as
     each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it). ``revisions``,
-    when given, gets one ``[reward before, reward after]`` per trajectory the refiner revised (the run's
-    paired comparison of what revising did, :func:`revision_effect`). ``generate`` (default ``lm``): what
+    when given, gets one :func:`revision_record` per trajectory the refiner revised (the run's paired
+    comparison of what revising did, :func:`revision_effect`). ``generate`` (default ``lm``): what
     writes the turns, the model or a back-end of :mod:`searchr2.engine`; ``lm`` scores the refiner.
     """
     phase = on_phase or (lambda name: None)
@@ -210,7 +231,11 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
         metrics["revised_reward_before"] = sum(r["reward"] for r in before) / len(revised)
         metrics["revised_reward_after"] = sum(rewards[i] for i in revised) / len(revised)
         if revisions is not None:
-            revisions.extend([float(b["reward"]), float(rewards[i])] for b, i in zip(before, revised))
+            size = cfg.group_size
+            group_em = [sum(r["outcome"] for r in rows[k:k + size]) / size for k in range(0, len(rows), size)]
+            revisions.extend(revision_record(step, group[i], [d.action for d in decisions if d.index == i and d.action],
+                                             originals[i], trajs[i], b["reward"], rewards[i], group_em[i // size])
+                             for b, i in zip(before, revised))
 
     advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
     sequences, seq_adv, weights = training_sequences(trajs, advantages, decisions, cfg.refiner_weight)
@@ -523,4 +548,7 @@ def train_rl(cfg: RLConfig, rollout_cfg: RolloutConfig, refiner_cfg: RefinerConf
         for key in ("best_step", "best_val_em"):
             live.summary[key] = summary[key]
         live.end()
+        # in REVISION_FIELDS order: the records of a resumed run come back from the checkpoint key-sorted
+        write_jsonl(live_dir / "revisions.jsonl", ({k: r[k] for k in REVISION_FIELDS}
+                                                   for r in progress.get("revisions", []) if isinstance(r, dict)))
     return summary

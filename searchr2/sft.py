@@ -93,14 +93,16 @@ class SFTConfig:
                                       # bfloat16 natively (a CPU with AMX or AVX512-BF16: about 2.5x faster
                                       # forward+backward here; a CUDA GPU with bf16), else fp32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
-    refiner_loss_weight: float = 100.0  # weight of each refiner decision token (a record's ``decisions``)
+    refiner_loss_weight: float = 15.0  # weight of each refiner decision token (a record's ``decisions``)
                                       # relative to an Actor token: a meta prompt trains one answer token against
-                                      # ~100 per Actor trajectory, so at 1.0 the refiner would get ~0.3% of the
-                                      # gradient (part of the fingerprint: a changed weight never resumes an old
-                                      # checkpoint)
-    refiner_passes: int = 1           # times each record of the refiner file (data/sft/refiner.jsonl) is trained per
-                                      # epoch: the refiner's examples need more passes than the Actor's trajectories
-                                      # (docs/measurements.md, "Refiner warm-up"); the Actor file is seen once
+                                      # ~100 per Actor trajectory. At 15 the refiner-study warm-up's answers
+                                      # carried about half its loss; at 100 they carried 87% and the Actor lost
+                                      # 5.4 EM points (docs/measurements.md, "The refiner-study profile").
+                                      # Part of the fingerprint: a changed weight never resumes an old checkpoint
+    refiner_passes: int = 4           # times each record of the refiner file (data/sft/refiner.jsonl) is trained per
+                                      # epoch, shuffled in with the Actor's: the refiner learns to discriminate from
+                                      # repeated passes over the same examples, not from one (docs/measurements.md,
+                                      # "Meta-Refiner warm-up"); the Actor file is seen once
 
     def __post_init__(self):
         check_types(self, "sft config: ")

@@ -44,18 +44,20 @@ class SFTDataConfig:
     mistake_share: float = 0.2         # share of Actor trajectories with one realistic mistake then a recovery
     train_on_mistakes: bool = False    # also put loss on the mistaken turn (false: it is loss-masked, only the
                                        # recovery is learnt)
-    actor_decisions: bool = False      # inline layout: each Actor trajectory without a mistake also trains the
+    actor_decisions: bool = True       # inline layout: each Actor trajectory without a mistake also trains the
                                        # refiner's answer 0 (accept) in its own row, the review request appended
                                        # (~60 tokens instead of a ~800-token meta prompt of its own; the packed rows
-                                       # of RL do the same); ignored for the numbered layout
-    refiner_examples: int = 48         # labelled meta-prompt examples to train on
-    refiner_top_k: int = 0             # documents per search in those training examples (0: rollout.top_k). Fewer
+                                       # of RL do the same): the warm-up's clean examples at almost no cost;
+                                       # ignored for the numbered layout
+    refiner_examples: int = 160        # labelled meta-prompt examples to train on (sft.refiner_passes times each)
+    refiner_top_k: int = 1             # documents per search in those training examples (0: rollout.top_k). Fewer
                                        # make a meta prompt shorter (1: ~510 tokens instead of ~820), so the same
-                                       # time trains more of them; the held-out examples always use rollout.top_k
-    refiner_clean_share: float = 0.7   # share of them that are clean (label 0); the rest have a flawed step j.
-                                       # 0.7: the paper (arXiv 2602.03647) revises ~30% of trajectories, and at
-                                       # 0.5 a refiner that cannot yet tell them apart sits on the revise rule's
-                                       # boundary (docs/deviations.md, "Refiner warm-up data is synthetic")
+                                       # time trains more of them; what is learnt carries over to the rollout's
+                                       # three (the held-out examples always use rollout.top_k)
+    refiner_clean_share: float = 0.3   # share of them that are clean (label 0); the rest have a flawed step j.
+                                       # Low because the Actor's rows already bring the clean side
+                                       # (actor_decisions): 0.3 reached held-out AUC 0.98 where 0.5 reached 0.80 for
+                                       # the same time (docs/measurements.md, "The default warm-up")
     refiner_heldout: int = 60          # further labelled examples, never trained on: the refiner's accuracy test
     refiner_heldout_clean_share: float = 0.5   # share of the held-out ones that are clean (0.5: balanced, so a
                                                # refiner that always accepts or always revises scores 0.5)

@@ -1,7 +1,8 @@
 """Stage `rl`: joint Actor–Refiner GRPO from the SFT model (arXiv 2602.03647; docs/method.md#joint-grpo).
 
 Reads the train split, an index and data/models/sft; writes data/models/rl (the model with the best
-validation EM: the collapse guard), results/rl.json and per-step curves in results/rl/ (dvclive).
+validation EM: the collapse guard), results/rl.json, per-step curves in results/rl/ (dvclive) and
+results/rl/revisions.jsonl (each trajectory the Meta-Refiner revised, before and after).
 Resumable: data/checkpoints/rl holds the latest training state while the run goes on. On several
 GPUs: `accelerate launch --config_file configs/accelerate/multi-gpu.yaml -m stages.rl`.
 """

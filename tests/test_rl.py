@@ -70,6 +70,8 @@ def test_revision_effect_pairs_each_revised_trajectorys_reward_before_and_after(
     assert -1.0 <= lo <= 0.25 <= hi <= 1.0
     assert rl.revision_effect([[0.0, 1.0]] * 10, seed=0)["ci95"] == [1.0, 1.0]   # every revision helped
     assert rl.revision_effect([], seed=0)["n"] == 0 and rl.revision_effect([[1.0, 0.0]], seed=0)["ci95"] is None
+    records = [{"reward_before": b, "reward_after": a} for b, a in [[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]]
+    assert rl.revision_effect(records, seed=0) == effect                       # the run's records read as pairs
 
 
 def test_questions_are_split_and_drawn_from_the_seed_alone():
@@ -104,6 +106,14 @@ def test_rl_trains_logs_and_resumes_to_the_same_weights(base, tmp_path, monkeypa
     assert (tmp_path / "b/live/plots/metrics/loss.tsv").read_text().splitlines() == loss   # no step lost or repeated
     # every revision of the run, before and after, survives the kill (no step's revisions lost or counted twice)
     assert summary["revisions"]["n"] >= 1 and resumed["revisions"] == summary["revisions"]
+    # ... and each is listed in results/rl/revisions.jsonl with where it was cut and what it answered
+    listed = [json.loads(line) for line in (tmp_path / "a/live/revisions.jsonl").read_text().splitlines()]
+    assert len(listed) == summary["revisions"]["n"]
+    assert (tmp_path / "b/live/revisions.jsonl").read_text() == (tmp_path / "a/live/revisions.jsonl").read_text()
+    for r in listed:
+        assert 1 <= r["step"] <= 3 and r["cuts"] and all(1 <= c <= r["turns_before"] for c in r["cuts"])
+        assert r["question"] in {q["question"] for q in _records(12)} and 0.0 <= r["group_em"] <= 1.0
+    assert rl.revision_effect(listed, seed=0) == summary["revisions"]
 
 
 def test_a_bf16_run_generates_with_a_bf16_copy_trains_float32_weights_and_resumes_alike(base, tmp_path, monkeypatch):

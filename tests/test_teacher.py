@@ -200,7 +200,7 @@ def _records(n):
 def test_build_keeps_correct_actor_data_and_disjoint_balanced_refiner_sets(tiny):
     _, tok = tiny
     cfg = SFTDataConfig(seed=3, actor_examples=6, mistake_share=0.5, refiner_examples=6, refiner_clean_share=0.5,
-                        refiner_heldout=4, actor_decisions=True)
+                        refiner_heldout=4, actor_decisions=True, refiner_top_k=0)
     no_chain = {"id": "nc", "question": "Is it raining?", "golden_answers": ["no"], "metadata": {}}
     recs = _records(40) + [no_chain]
     actor, refiner, heldout, stats = build_warmup_data(recs, tok, WordRetriever(), CFG, RefinerConfig(obs_tokens=40),
@@ -241,7 +241,8 @@ def test_refiner_top_k_shortens_only_the_training_examples(tiny):
     """sft_data.refiner_top_k: the refiner's training meta prompts show fewer documents per search; the
     held-out ones (the accuracy test) keep rollout.top_k, token for token."""
     _, tok = tiny
-    cfg = SFTDataConfig(seed=3, actor_examples=2, refiner_examples=6, refiner_clean_share=0.5, refiner_heldout=4)
+    cfg = SFTDataConfig(seed=3, actor_examples=2, refiner_examples=6, refiner_clean_share=0.5, refiner_heldout=4,
+                        refiner_top_k=0)
     recs, wide = _records(30), replace(CFG, top_k=3)
     _, full, heldout, _ = build_warmup_data(recs, tok, WordRetriever(), wide, RefinerConfig(), cfg)
     _, short, heldout_short, _ = build_warmup_data(recs, tok, WordRetriever(), wide, RefinerConfig(),
