@@ -1,6 +1,7 @@
 """How many labelled examples does the Meta-Refiner's warm-up need before it tells flawed trajectories apart?
 
     python benchmarks/bench_refiner_warmup.py --examples 300                 # from data/models/sft
+    python benchmarks/bench_refiner_warmup.py --examples 300 --top-k 0       # full three-document prompts
     python benchmarks/bench_refiner_warmup.py --examples 600 --clean-share 0.5 --epochs 2
     python benchmarks/bench_refiner_warmup.py --examples 300 --clean-share 0.5 --top-k 1 --rounds 3   # the curve
 

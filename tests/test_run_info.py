@@ -64,3 +64,21 @@ def test_decode_step_benchmark_compares_packed_and_plain_products_per_layer_shap
         return
     shapes = {f"{m.weight.shape[0]}x{m.weight.shape[1]}" for m in lm.modules() if isinstance(m, torch.nn.Linear)}
     assert set(found) == shapes and all(set(rows) <= {1, 2, 64} for rows in found.values())
+
+
+def test_revision_benchmark_splits_revisions_by_whether_the_group_could_answer():
+    """bench_revision: ``group_em`` counts the revised trajectory itself, so a revision that found the answer
+    in a group where nobody else did is still a question no other sample answered."""
+    from benchmarks.bench_revision import others_answered, summarize
+
+    def rev(before, after, group_em):
+        return {"reward_before": before, "reward_after": after, "group_em": group_em}
+
+    assert not others_answered(rev(0.0, 1.0, 0.2), 5)          # only itself, after revising
+    assert others_answered(rev(0.0, 1.0, 0.4), 5) and others_answered(rev(0.0, 0.0, 0.2), 5)
+    assert not others_answered(rev(0.0, 0.0, 0.0), 5)
+    revisions = [rev(0.0, 1.0, 0.2), rev(0.0, 0.0, 0.0), rev(0.0, 2.0, 0.6), rev(1.0, 0.0, 0.4)]
+    out = summarize(revisions, 5, seed=0)
+    assert out["all"]["n"] == 4 and out["all"]["better"] == 2 and out["all"]["worse"] == 1
+    assert out["others_answered"]["n"] == 2 and out["others_answered"]["diff"] == 0.5
+    assert out["none_answered"]["n"] == 2 and out["none_answered"]["better"] == 1
