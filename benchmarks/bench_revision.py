@@ -51,11 +51,16 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/sft")
     parser.add_argument("--questions", type=int, default=100, help="training questions (from the RL pool)")
     parser.add_argument("--batch", type=int, default=20, help="questions per step (the stage's rl.questions_per_step)")
+    parser.add_argument("--max-revisions", type=int, default=None,
+                        help="revision rounds per trajectory (refiner.max_revisions; default: the params'). The paper "
+                             "sweeps 1-4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="revision", help="results go to benchmarks/results/<name>.json and .md")
     args = parser.parse_args()
-    if args.questions < 1 or args.batch < 1:
-        parser.error("--questions and --batch must be >= 1")
+    if args.questions < 1 or args.batch < 1 or (args.max_revisions is not None and args.max_revisions < 1):
+        parser.error("--questions, --batch and --max-revisions must be >= 1")
+
+    import dataclasses
 
     import torch
 
@@ -67,6 +72,8 @@ def main() -> None:
     p, tokenizer, retriever, judge = rl_setting(args.model, args.threads)
     if not p.refiner.enabled:
         raise SystemExit("refiner.enabled is false in params.yaml: there is nothing to revise")
+    refiner_cfg = p.refiner if args.max_revisions is None else dataclasses.replace(p.refiner,
+                                                                                   max_revisions=args.max_revisions)
     pool, _ = split_questions(load_train_records(QA_DIR, p.data.train_sets), p.rl)
     questions = random.Random(f"{p.rl.seed}:bench-revision").sample(pool, min(args.questions, len(pool)))
     dtype = resolve_dtype(p.rl.generate_dtype, "cpu")
@@ -77,7 +84,7 @@ def main() -> None:
     for k, first in enumerate(range(0, len(questions), args.batch)):
         batch = questions[first:first + args.batch]
         t0 = time.perf_counter()
-        _, _, _, metrics, timings = rl_step(lm, tokenizer, retriever, batch, p.rl, p.rollout, p.refiner, p.reward,
+        _, _, _, metrics, timings = rl_step(lm, tokenizer, retriever, batch, p.rl, p.rollout, refiner_cfg, p.reward,
                                             judge, step=1000 + k, revisions=revisions)
         steps.append({"questions": len(batch), "trajectories": len(batch) * p.rl.group_size,
                       "acceptance_rate": round(metrics["acceptance_rate"], 4), "em": round(metrics["em"], 4),
@@ -88,6 +95,7 @@ def main() -> None:
     accepted = sum(s["acceptance_rate"] * s["trajectories"] for s in steps)
     result = {"name": args.name, "model": model_label(args.model), "dtype": dtype, "torch": torch.__version__,
               "threads": args.threads, "cpu": lscpu(), "questions": len(questions), "group_size": p.rl.group_size,
+              "max_revisions": refiner_cfg.max_revisions,
               "trajectories": total, "acceptance_rate": round(accepted / total, 4),
               "em": round(sum(s["em"] * s["trajectories"] for s in steps) / total, 4),
               "seconds": round(time.perf_counter() - start, 1), **loadavg_fields(load_before),
@@ -96,7 +104,8 @@ def main() -> None:
     write_result(out / f"{args.name}.json", result)
     lines = markdown_head(f"Revisions by the Meta-Refiner ({args.name})", result, torch.__version__, args.threads,
                           f"model {result['model']} in {dtype}")
-    lines += [f"{len(questions)} training questions x {p.rl.group_size} sampled trajectories = {total}; first review "
+    lines += [f"{len(questions)} training questions x {p.rl.group_size} sampled trajectories = {total}; up to "
+              f"{refiner_cfg.max_revisions} revision round(s) a trajectory; first review "
               f"accepted {100 * result['acceptance_rate']:.1f}%; EM of the final trajectories "
               f"{100 * result['em']:.1f}%; {result['seconds']} s.", "",
               "| revised trajectories | n | reward before | after | after - before [95% CI] | better | worse |",
