@@ -15,6 +15,7 @@ Results: ``benchmarks/results/<name>.json`` (with every revision) and ``.md``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import sys
@@ -59,8 +60,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.questions < 1 or args.batch < 1 or (args.max_revisions is not None and args.max_revisions < 1):
         parser.error("--questions, --batch and --max-revisions must be >= 1")
-
-    import dataclasses
 
     import torch
 
