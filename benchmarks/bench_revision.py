@@ -47,6 +47,27 @@ def summarize(revisions: list[dict], group_size: int, seed: int) -> dict:
             "none_answered": revision_effect(hopeless, seed)}
 
 
+def what_if(reviews: list[dict], cfg, margins: list[float], seed: int) -> list[dict]:
+    """For each margin at or above the run's own (``cfg.margin``): the first-review acceptance rate it gives, how
+    many of the revised trajectories had a reward before, and the paired effect over the revisions it makes.
+
+    Only for ``revise_score: total``, where the rule depends on P(0) alone (revise when 1 - P(0) >= P(0) + margin),
+    so a stricter margin revises a subset of what this run revised."""
+    from searchr2.refiner import revise_decision
+    from searchr2.rl import revision_effect
+
+    if cfg.revise_score != "total" or not reviews:
+        return []
+    rows = []
+    for margin in sorted({m for m in margins if m >= cfg.margin}, reverse=True):
+        rule = dataclasses.replace(cfg, margin=margin)
+        chosen = [r for r in reviews if r["revised"] and revise_decision([r["p_accept"], 1 - r["p_accept"]], rule)]
+        rows.append({"margin": margin, "acceptance_rate": round(1 - len(chosen) / len(reviews), 4),
+                     "rewarded_revised": sum(r["reward_before"] > 0 for r in chosen),
+                     "effect": revision_effect(chosen, seed)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "data/models/sft")
@@ -55,6 +76,11 @@ def main() -> None:
     parser.add_argument("--max-revisions", type=int, default=None,
                         help="revision rounds per trajectory (refiner.max_revisions; default: the params'). The paper "
                              "sweeps 1-4")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="refiner.margin for this run (default: the params'); the what-if table covers every "
+                             "--what-if margin at or above it")
+    parser.add_argument("--what-if", type=float, nargs="*", default=[0.0, -0.2, -0.4, -0.6],
+                        help="margins to read off this run's reviews (revise_score total only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="revision", help="results go to benchmarks/results/<name>.json and .md")
     args = parser.parse_args()
@@ -71,20 +97,24 @@ def main() -> None:
     p, tokenizer, retriever, judge = rl_setting(args.model, args.threads)
     if not p.refiner.enabled:
         raise SystemExit("refiner.enabled is false in params.yaml: there is nothing to revise")
-    refiner_cfg = p.refiner if args.max_revisions is None else dataclasses.replace(p.refiner,
-                                                                                   max_revisions=args.max_revisions)
+    refiner_cfg = p.refiner
+    if args.max_revisions is not None:
+        refiner_cfg = dataclasses.replace(refiner_cfg, max_revisions=args.max_revisions)
+    if args.margin is not None:
+        refiner_cfg = dataclasses.replace(refiner_cfg, margin=args.margin)
     pool, _ = split_questions(load_train_records(QA_DIR, p.data.train_sets), p.rl)
     questions = random.Random(f"{p.rl.seed}:bench-revision").sample(pool, min(args.questions, len(pool)))
     dtype = resolve_dtype(p.rl.generate_dtype, "cpu")
     lm = load_model(args.model, dtype, "cpu", inference=True)       # what the rl stage generates and scores with
     load_before = os.getloadavg()
     revisions: list[dict] = []
+    reviews: list[dict] = []
     steps, start = [], time.perf_counter()
     for k, first in enumerate(range(0, len(questions), args.batch)):
         batch = questions[first:first + args.batch]
         t0 = time.perf_counter()
         _, _, _, metrics, timings = rl_step(lm, tokenizer, retriever, batch, p.rl, p.rollout, refiner_cfg, p.reward,
-                                            judge, step=1000 + k, revisions=revisions)
+                                            judge, step=1000 + k, revisions=revisions, reviews=reviews)
         steps.append({"questions": len(batch), "trajectories": len(batch) * p.rl.group_size,
                       "acceptance_rate": round(metrics["acceptance_rate"], 4), "em": round(metrics["em"], 4),
                       "reward": round(metrics["reward"], 4), "seconds": round(time.perf_counter() - t0, 1),
@@ -94,11 +124,13 @@ def main() -> None:
     accepted = sum(s["acceptance_rate"] * s["trajectories"] for s in steps)
     result = {"name": args.name, "model": model_label(args.model), "dtype": dtype, "torch": torch.__version__,
               "threads": args.threads, "cpu": lscpu(), "questions": len(questions), "group_size": p.rl.group_size,
-              "max_revisions": refiner_cfg.max_revisions,
+              "max_revisions": refiner_cfg.max_revisions, "margin": refiner_cfg.margin,
               "trajectories": total, "acceptance_rate": round(accepted / total, 4),
               "em": round(sum(s["em"] * s["trajectories"] for s in steps) / total, 4),
               "seconds": round(time.perf_counter() - start, 1), **loadavg_fields(load_before),
-              "effect": summarize(revisions, p.rl.group_size, p.rl.seed), "steps": steps, "revisions": revisions}
+              "effect": summarize(revisions, p.rl.group_size, p.rl.seed), "steps": steps,
+              "what_if": what_if(reviews, refiner_cfg, args.what_if, p.rl.seed), "revisions": revisions,
+              "reviews": reviews}
     out = ROOT / "benchmarks" / "results"
     write_result(out / f"{args.name}.json", result)
     lines = markdown_head(f"Revisions by the Meta-Refiner ({args.name})", result, torch.__version__, args.threads,
@@ -119,6 +151,16 @@ def main() -> None:
         ci = f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" if e["ci95"] else "–"
         lines.append(f"| {label} | {e['n']} | {e['before']:.3f} | {e['after']:.3f} | {e['diff']:+.3f} {ci} | "
                      f"{e['better']} | {e['worse']} |")
+    if result["what_if"]:
+        lines += ["", "What a stricter margin would have revised, read off this run's first reviews (a revision's "
+                  "outcome is this run's; the cut is drawn from the same distribution either way):", "",
+                  "| margin | accepted | revised | of them rewarded before | after - before [95% CI] | better | "
+                  "worse |", "|---:|---:|---:|---:|---|---:|---:|"]
+        for row in result["what_if"]:
+            e = row["effect"]
+            ci = f"{e['diff']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" if e["ci95"] else "–"
+            lines.append(f"| {row['margin']:+.2f} | {100 * row['acceptance_rate']:.1f}% | {e['n']} | "
+                         f"{row['rewarded_revised']} | {ci} | {e['better']} | {e['worse']} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -61,7 +61,9 @@ class RLConfig(GRPOConfig):
 
     steps: int = 4                    # RL steps (one rollout batch and ppo_epochs optimizer steps each; 4 keeps
                                       # the whole default dvc repro under 45 min on 2 CPU cores; paper: 300)
-    questions_per_step: int = 3       # train questions per step; each is played group_size times (paper: 512)
+    questions_per_step: int = 10      # train questions per step; each is played group_size times (paper: 512).
+                                      # 10 x 5 x 4 steps = 200 trajectories: enough that the refiner revises
+                                      # ~30 and the run can show what revising does (docs/measurements.md)
     val_questions: int = 20           # held-out train questions answered greedily for validation EM
     val_every: int = 2                # steps between validations (also after the last step; the best-validated
                                       # model is the output); 0: only at the end
@@ -186,15 +188,19 @@ def revision_effect(revisions: list, seed: int, samples: int = 2000) -> dict:
 
 def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollout_cfg: RolloutConfig,
             refiner_cfg: RefinerConfig, reward_cfg: RewardConfig, judge, step: int, rank: int = 0,
-            on_phase: Callable[[str], object] | None = None, revisions: list | None = None, generate=None):
+            on_phase: Callable[[str], object] | None = None, revisions: list | None = None, generate=None,
+            reviews: list | None = None):
     """Steps 1–3 of the module docstring for one batch; returns (sequences, advantages, weights, metrics).
 
     ``rank`` (the process index) enters the sampling seeds, so that processes of a data-parallel run
     sample independently; rank 0 samples as a single-process run does. ``on_phase(name)`` is called as
     each phase ("rollout", "refine", "judge") begins (the stage's progress bar shows it). ``revisions``,
     when given, gets one :func:`revision_record` per trajectory the refiner revised (the run's paired
-    comparison of what revising did, :func:`revision_effect`). ``generate`` (default ``lm``): what
-    writes the turns, the model or a back-end of :mod:`searchr2.engine`; ``lm`` scores the refiner.
+    comparison of what revising did, :func:`revision_effect`). ``reviews``, when given, gets one dict per
+    reviewed trajectory: the refiner's first-review P(0) (``p_accept``), whether it revised, and the reward
+    before and after (``benchmarks/bench_revision.py`` reads from it what another ``refiner.margin`` would
+    do). ``generate`` (default ``lm``): what writes the turns, the model or a back-end of
+    :mod:`searchr2.engine`; ``lm`` scores the refiner.
     """
     phase = on_phase or (lambda name: None)
     timings, metrics = {}, {}
@@ -236,6 +242,12 @@ def rl_step(lm, tokenizer, retriever, records: list[dict], cfg: RLConfig, rollou
             revisions.extend(revision_record(step, group[i], [d.action for d in decisions if d.index == i and d.action],
                                              originals[i], trajs[i], b["reward"], rewards[i], group_em[i // size])
                              for b, i in zip(before, revised))
+    if decisions and reviews is not None:
+        reward_before = dict(zip(revised, (b["reward"] for b in before))) if revised else {}
+        reviews.extend({"step": step, "id": group[d.index].get("id"), "p_accept": round(d.probs[0], 6),
+                        "revised": d.index in reward_before,
+                        "reward_before": float(reward_before.get(d.index, rewards[d.index])),
+                        "reward_after": float(rewards[d.index])} for d in decisions if d.round == 0)
 
     advantages = group_advantages(rewards, cfg.group_size, cfg.adv_eps)
     sequences, seq_adv, weights = training_sequences(trajs, advantages, decisions, cfg.refiner_weight)

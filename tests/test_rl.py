@@ -74,6 +74,24 @@ def test_revision_effect_pairs_each_revised_trajectorys_reward_before_and_after(
     assert rl.revision_effect(records, seed=0) == effect                       # the run's records read as pairs
 
 
+def test_a_step_lists_every_first_review_with_its_reward_before_and_after(base, monkeypatch):
+    """``rl_step(reviews=...)``: one row per reviewed trajectory; a revised one's reward before is its revision
+    record's, an accepted one's is unchanged (what ``bench_revision``'s what-if table reads)."""
+    monkeypatch.setattr(rl, "score", fake_score)
+    from searchr2.models import load_model
+
+    tokenizer, revisions, reviews = load_tokenizer(base), [], []
+    lm = load_model(base, "float32", "cpu", inference=True)
+    refiner = RefinerConfig(obs_tokens=10, margin=-0.5)          # revises whenever P(0) <= 0.75
+    rl.rl_step(lm, tokenizer, WordRetriever(), _records(3), CFG, ROLLOUT, refiner, RewardConfig(process=False),
+               None, step=7, revisions=revisions, reviews=reviews)
+    assert len(reviews) == 3 * CFG.group_size and {r["step"] for r in reviews} == {7}
+    assert all(r["revised"] == (r["p_accept"] <= 0.75) for r in reviews) and revisions
+    assert [r["reward_before"] for r in reviews if r["revised"]] == [r["reward_before"] for r in revisions]
+    assert [r["reward_after"] for r in reviews if r["revised"]] == [r["reward_after"] for r in revisions]
+    assert all(r["reward_before"] == r["reward_after"] for r in reviews if not r["revised"])
+
+
 def test_questions_are_split_and_drawn_from_the_seed_alone():
     records = _records(12)
     pool, val = split_questions(records, CFG)

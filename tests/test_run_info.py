@@ -82,3 +82,23 @@ def test_revision_benchmark_splits_revisions_by_whether_the_group_could_answer()
     assert out["all"]["n"] == 4 and out["all"]["better"] == 2 and out["all"]["worse"] == 1
     assert out["others_answered"]["n"] == 2 and out["others_answered"]["diff"] == 0.5
     assert out["none_answered"]["n"] == 2 and out["none_answered"]["better"] == 1
+
+
+def test_revision_benchmark_reads_stricter_margins_off_one_run():
+    """bench_revision's what-if table: a stricter margin revises the subset of this run's revisions whose P(0)
+    is low enough (revise when 1 - P(0) >= P(0) + margin); margins looser than the run's are not readable."""
+    from benchmarks.bench_revision import what_if
+    from searchr2.refiner import RefinerConfig
+
+    def review(p_accept, revised, before, after):
+        return {"p_accept": p_accept, "revised": revised, "reward_before": before, "reward_after": after}
+
+    reviews = [review(0.9, False, 1.0, 1.0), review(0.3, True, 0.0, 1.0), review(0.6, True, 1.0, 0.0),
+               review(0.45, True, 0.0, 0.0)]
+    rows = what_if(reviews, RefinerConfig(margin=-0.4), [0.0, -0.4, -0.8], seed=0)
+    assert [r["margin"] for r in rows] == [0.0, -0.4]            # -0.8 is looser than the run's -0.4
+    strict, own = rows
+    assert strict["acceptance_rate"] == 0.5 and strict["effect"]["n"] == 2 and strict["rewarded_revised"] == 0
+    assert strict["effect"]["better"] == 1 and strict["effect"]["worse"] == 0
+    assert own["acceptance_rate"] == 0.25 and own["rewarded_revised"] == 1 and own["effect"]["worse"] == 1
+    assert what_if(reviews, RefinerConfig(revise_score="best"), [0.0], seed=0) == []
