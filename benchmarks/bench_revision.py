@@ -47,6 +47,12 @@ def summarize(revisions: list[dict], group_size: int, seed: int) -> dict:
             "none_answered": revision_effect(hopeless, seed)}
 
 
+def interval(effect: dict) -> str:
+    """A :func:`searchr2.rl.revision_effect`'s 95% interval as the tables print it ("–" below 2 revisions)."""
+    ci = effect["ci95"]
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "–"
+
+
 def what_if(reviews: list[dict], cfg, margins: list[float], seed: int) -> list[dict]:
     """For each margin at or above the run's own (``cfg.margin``): the first-review acceptance rate it gives, how
     many of the revised trajectories had a reward before, and the paired effect over the revisions it makes.
@@ -148,8 +154,7 @@ def main() -> None:
         if not e["n"]:
             lines.append(f"| {label} | 0 | – | – | – | 0 | 0 |")
             continue
-        ci = f"[{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" if e["ci95"] else "–"
-        lines.append(f"| {label} | {e['n']} | {e['before']:.3f} | {e['after']:.3f} | {e['diff']:+.3f} {ci} | "
+        lines.append(f"| {label} | {e['n']} | {e['before']:.3f} | {e['after']:.3f} | {e['diff']:+.3f} {interval(e)} | "
                      f"{e['better']} | {e['worse']} |")
     if result["what_if"]:
         lines += ["", "What a stricter margin would have revised, read off this run's first reviews (a revision's "
@@ -158,7 +163,7 @@ def main() -> None:
                   "worse |", "|---:|---:|---:|---:|---|---:|---:|"]
         for row in result["what_if"]:
             e = row["effect"]
-            ci = f"{e['diff']:+.3f} [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}]" if e["ci95"] else "–"
+            ci = f"{e['diff']:+.3f} {interval(e)}" if e["ci95"] else "–"
             lines.append(f"| {row['margin']:+.2f} | {100 * row['acceptance_rate']:.1f}% | {e['n']} | "
                          f"{row['rewarded_revised']} | {ci} | {e['better']} | {e['worse']} |")
     (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
