@@ -45,7 +45,9 @@ from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, write_resu
 MODES = ("in_process", "server", "one_at_a_time")
 
 
-def open_index(workdir: Path, method: str):
+def open_index(workdir: Path, method: str, device: str | None = None):
+    """The retriever of ``workdir``'s ``method`` index, dense with the settings it was built with (and
+    the query encoder on ``device`` where one is given)."""
     from searchr2.params import load_params
     from searchr2.retrieval import load_retriever
 
@@ -55,7 +57,7 @@ def open_index(workdir: Path, method: str):
     if method == "dense":                               # the settings the index was built with
         from dataclasses import fields, replace
 
-        built = meta.get("config", {})
+        built = dict(meta.get("config", {}), **({"device": device} if device else {}))
         index_cfg = replace(p.index, dense=replace(p.index.dense, **{f.name: built[f.name]
                                                                      for f in fields(p.index.dense) if f.name in built}))
     return load_retriever(method, workdir / "index", index_cfg), p
@@ -94,7 +96,7 @@ def serve(args) -> None:
 
     from searchr2.server import create_app
 
-    retriever, p = open_index(args.workdir, args.method)
+    retriever, p = open_index(args.workdir, args.method, args.device)
     if args.mode == "server":
         app = create_app(lambda: retriever, p.server, lambda line: None, about={"method": args.method})
     else:
@@ -155,6 +157,7 @@ def main() -> None:
     worker.add_argument("--workdir", type=Path, required=True)
     worker.add_argument("--port", type=int, required=True)
     worker.add_argument("--threads", type=int, default=2)
+    worker.add_argument("--device")
     parser.add_argument("--workdir", type=Path, help="bench_index.py's --workdir: corpus.jsonl, index/, queries.json")
     parser.add_argument("--methods", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
@@ -162,6 +165,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10, help="requests per client (at least 40 in all)")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each process")
+    parser.add_argument("--device", help="torch device of the dense query encoder (cpu, cuda); default: the "
+                        "one the index was built with")
     parser.add_argument("--name", default="server", help="results go to benchmarks/results/<name>.json and .md")
     args = parser.parse_args()
     if args.command == "serve":
@@ -183,11 +188,12 @@ def main() -> None:
     queries = json.loads((args.workdir / "queries.json").read_text())
     load_before = os.getloadavg()
     result: dict = {"name": args.name, "workdir": str(args.workdir), "batch": args.batch, "k": args.k,
-                    "threads": args.threads, "torch": torch.__version__, "cpu": lscpu(), "methods": {}}
+                    "threads": args.threads, "torch": torch.__version__, "cpu": lscpu(), "device": args.device,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "methods": {}}
     for method in args.methods:
         runs: dict = {mode: [] for mode in MODES}
         memory: dict = {}
-        local, _ = open_index(args.workdir, method)
+        local, _ = open_index(args.workdir, method, args.device)
         lock = threading.Lock()
 
         def in_process(qs, local=local, lock=lock):
@@ -203,7 +209,8 @@ def main() -> None:
             port = free_port()
             child = subprocess.Popen([sys.executable, __file__, "serve", "--mode", mode, "--method", method,
                                       "--workdir", str(args.workdir), "--port", str(port),
-                                      "--threads", str(args.threads)], cwd=ROOT)
+                                      "--threads", str(args.threads)]
+                                     + (["--device", args.device] if args.device else []), cwd=ROOT)
             try:
                 url = f"http://127.0.0.1:{port}"
                 start = time.perf_counter()
@@ -231,7 +238,9 @@ def main() -> None:
     result.update(loadavg_fields(load_before))
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     write_result(out, result)
-    md = markdown_head(args.name, result, torch.__version__, args.threads)
+    md = markdown_head(args.name, result, torch.__version__, args.threads,
+                       f"GPU {result['gpu']}, dense query encoder on {args.device or 'the build device'}"
+                       if result["gpu"] else "")
     md += [f"Requests of {args.batch} queries, top-{args.k}; queries/s over the whole run, latency of one request.", "",
            "| method | clients | in-process q/s | server q/s | one-at-a-time q/s | server / one-at-a-time | "
            "server p50 / p99 ms | one-at-a-time p50 / p99 ms | in-process p50 / p99 ms |",

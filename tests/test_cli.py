@@ -29,6 +29,7 @@ REQUIRED = {
     "searchr2.jvm": ["json.tool"],
     "benchmarks/bench_dense_split.py": ["data/index/dense", "data/qa"],
     "benchmarks/bench_index.py": ["--world-entities", "0", "--name", "x"],
+    "benchmarks/bench_faiss_flat.py": ["--json", "x.json"],
 }
 #: seconds a --help may take: imports only (the slowest stages import torch and transformers), a few
 #: at a time on a loaded machine; real work (a model, an index, a world) takes far longer

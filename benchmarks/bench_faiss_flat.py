@@ -1,0 +1,88 @@
+"""FAISS flat inner-product search by OpenMP threads and wait policy: how long one search of 8, 64 and 512
+queries takes over random vectors (by default 200,000 x 384, the dense server benchmark's index size).
+
+    python benchmarks/bench_faiss_flat.py --json benchmarks/results/faiss-flat.json
+
+Each setting runs in a process of its own, since OpenMP reads ``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY``
+once, at start. Settings: 16, 8, 4 and 2 threads with the passive wait policy (what ``searchr2.encoder``
+sets unless told otherwise), 16 threads with the default (spinning) one, 16 threads with torch loaded
+beside FAISS (as in the server), and 16 and 8 threads with the index memory-mapped from a file (as
+``searchr2.retrieval.DenseRetriever`` opens it). BLAS is used from 16 x dim query values on, as
+``searchr2.retrieval`` sets it. Each search is timed three times after one warm-up; the table gives the
+mean. The last line, ``BEST <threads> <policy>``, names the plain setting (no torch, no mapping) that
+would serve the server's load fastest: one batch of 512 plus 64 requests of 8 (the one-at-a-time server).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = [("16", "PASSIVE", ""), ("16", "", ""), ("8", "PASSIVE", ""), ("4", "PASSIVE", ""), ("2", "PASSIVE", ""),
+            ("16", "PASSIVE", "torch"), ("16", "PASSIVE", "mmap"), ("8", "PASSIVE", "mmap")]
+BATCHES = (8, 64, 512)
+
+
+def one(extra: str, passages: int, dim: int, scratch: Path) -> dict:
+    """Time one setting in this process (the environment already set)."""
+    if extra == "torch":
+        import torch
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    import faiss
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(dim)
+    index.add(rng.standard_normal((passages, dim), dtype=np.float32))
+    if extra == "mmap":
+        faiss.write_index(index, str(scratch / "flat.index"))
+        index = faiss.read_index(str(scratch / "flat.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    faiss.cvar.distance_compute_blas_threshold = 16
+    out = {"omp_threads": faiss.omp_get_max_threads()}
+    for nq in BATCHES:
+        queries = rng.standard_normal((nq, dim), dtype=np.float32)
+        index.search(queries, 3)
+        start, reps = time.perf_counter(), 3
+        for _ in range(reps):
+            index.search(queries, 3)
+        out[f"ms_{nq}"] = round(1000 * (time.perf_counter() - start) / reps, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, required=True, help="where the rows go (a JSON list)")
+    parser.add_argument("--passages", type=int, default=200_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    scratch = args.json.parent
+    if args.worker is not None:
+        print(json.dumps(one(args.worker, args.passages, args.dim, scratch)))
+        return
+    rows = []
+    for threads, wait, extra in VARIANTS:
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        env.pop("OMP_WAIT_POLICY", None)
+        if wait:
+            env["OMP_WAIT_POLICY"] = wait
+        proc = subprocess.run([sys.executable, __file__, "--json", str(args.json), "--passages", str(args.passages),
+                               "--dim", str(args.dim), "--worker", extra], env=env, capture_output=True, text=True,
+                              timeout=300)
+        row = {"threads": threads, "wait": wait or "default", "extra": extra,
+               **(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})}
+        print(row, flush=True)
+        rows.append(row)
+    (scratch / "flat.index").unlink(missing_ok=True)
+    args.json.write_text(json.dumps(rows, indent=1))
+    plain = [r for r in rows if not r["extra"] and "ms_512" in r]
+    best = min(plain, key=lambda r: r["ms_512"] + r["ms_8"] * 64)
+    print(f"BEST {best['threads']} {best['wait']}")
+
+
+if __name__ == "__main__":
+    main()
