@@ -24,12 +24,16 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 VARIANTS = [("16", "PASSIVE", ""), ("16", "", ""), ("8", "PASSIVE", ""), ("4", "PASSIVE", ""), ("2", "PASSIVE", ""),
             ("16", "PASSIVE", "torch"), ("16", "PASSIVE", "mmap"), ("8", "PASSIVE", "mmap")]
 BATCHES = (8, 64, 512)
 
 
-def one(extra: str, passages: int, dim: int, scratch: Path) -> dict:
+def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int) -> dict:
     """Time one setting in this process (the environment already set)."""
     if extra == "torch":
         import torch
@@ -43,7 +47,7 @@ def one(extra: str, passages: int, dim: int, scratch: Path) -> dict:
     if extra == "mmap":
         faiss.write_index(index, str(scratch / "flat.index"))
         index = faiss.read_index(str(scratch / "flat.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-    faiss.cvar.distance_compute_blas_threshold = 16
+    faiss.cvar.distance_compute_blas_threshold = blas_threshold
     out = {"omp_threads": faiss.omp_get_max_threads()}
     for nq in BATCHES:
         queries = rng.standard_normal((nq, dim), dtype=np.float32)
@@ -62,9 +66,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--blas-threshold", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker is not None:
-        print(json.dumps(one(args.worker, args.passages, args.dim, args.scratch)))
+    if args.worker is not None:      # searchr2 is not imported here: it would set OMP_WAIT_POLICY before FAISS loads
+        print(json.dumps(one(args.worker, args.passages, args.dim, args.scratch, args.blas_threshold)))
         return
     scratch = Path(tempfile.mkdtemp(prefix="faiss-flat-"))      # the memory-mapped variants' index file
     try:
@@ -79,6 +84,8 @@ def main() -> None:
 
 def measure(args, scratch: Path) -> list[dict]:
     """One row per setting, each timed in a child process."""
+    from searchr2.retrieval import BLAS_THRESHOLD      # what DenseRetriever sets
+
     rows = []
     for threads, wait, extra in VARIANTS:
         env = dict(os.environ, OMP_NUM_THREADS=threads)
@@ -86,7 +93,8 @@ def measure(args, scratch: Path) -> list[dict]:
         if wait:
             env["OMP_WAIT_POLICY"] = wait
         proc = subprocess.run([sys.executable, __file__, "--json", str(args.json), "--passages", str(args.passages),
-                               "--dim", str(args.dim), "--scratch", str(scratch), "--worker", extra],
+                               "--dim", str(args.dim), "--scratch", str(scratch),
+                               "--blas-threshold", str(BLAS_THRESHOLD), "--worker", extra],
                               env=env, capture_output=True, text=True, timeout=300)
         row = {"threads": threads, "wait": wait or "default", "extra": extra,
                **(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})}
