@@ -9,8 +9,17 @@ sets unless told otherwise), 16 threads with the default (spinning) one, 16 thre
 beside FAISS (as in the server), and 16 and 8 threads with the index memory-mapped from a file (as
 ``searchr2.retrieval.DenseRetriever`` opens it). BLAS is used from 16 x dim query values on, as
 ``searchr2.retrieval`` sets it. Each search is timed three times after one warm-up; the table gives the
-mean. The last line, ``BEST <threads> <policy>``, names the plain setting (no torch, no mapping) that
-would serve the server's load fastest: one batch of 512 plus 64 requests of 8 (the one-at-a-time server).
+mean. The last line, ``BEST <threads> <policy> <kernel>``, names the plain setting (no torch, no mapping)
+that would serve the server's load fastest: one batch of 512 plus 64 requests of 8 (the one-at-a-time
+server); the kernel is ``-`` unless a forced one (below) wins.
+
+Every row also says which BLAS FAISS runs on and the kernel it picked for this processor (``blas``,
+from threadpoolctl: faiss-cpu's wheel brings its own OpenBLAS, which chooses a kernel by CPUID at start;
+an old OpenBLAS on a newer processor may pick a slower one). ``--coretypes Haswell SkylakeX ...`` adds
+rows at ``--coretype-threads`` threads with ``OPENBLAS_CORETYPE`` forcing each kernel, beside the
+detected one at the same number of threads::
+
+    python benchmarks/bench_faiss_flat.py --json faiss-flat.json --coretypes Zen Haswell SkylakeX Cooperlake
 """
 from __future__ import annotations
 
@@ -48,7 +57,7 @@ def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int)
         faiss.write_index(index, str(scratch / "flat.index"))
         index = faiss.read_index(str(scratch / "flat.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     faiss.cvar.distance_compute_blas_threshold = blas_threshold
-    out = {"omp_threads": faiss.omp_get_max_threads()}
+    out = {"omp_threads": faiss.omp_get_max_threads(), "blas": faiss_blas()}
     for nq in BATCHES:
         queries = rng.standard_normal((nq, dim), dtype=np.float32)
         index.search(queries, 3)
@@ -59,11 +68,28 @@ def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int)
     return out
 
 
+def faiss_blas() -> list[dict]:
+    """The BLAS libraries loaded once FAISS is (threadpoolctl's view): FAISS's own first, each with its
+    implementation, version, the kernel it picked (``architecture``) and its threading layer."""
+    from threadpoolctl import threadpool_info
+
+    keep = ("internal_api", "version", "architecture", "threading_layer", "filepath")
+    found = [{k: lib.get(k) for k in keep} for lib in threadpool_info() if lib["user_api"] == "blas"]
+    found.sort(key=lambda lib: "faiss" not in lib["filepath"])
+    for lib in found:                                   # e.g. faiss_cpu.libs/libopenblaso-r0-d77a1985.3.15.so
+        lib["filepath"] = str(Path(*Path(lib["filepath"]).parts[-2:]))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", type=Path, required=True, help="where the rows go (a JSON list)")
     parser.add_argument("--passages", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--coretypes", nargs="+", default=[], metavar="CORE",
+                        help="OpenBLAS kernels to force (OPENBLAS_CORETYPE), each in a row of its own")
+    parser.add_argument("--coretype-threads", type=int, default=os.cpu_count(),
+                        help="OpenMP threads of the --coretypes rows (default: the cores of this machine)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--blas-threshold", type=int, help=argparse.SUPPRESS)
@@ -79,26 +105,39 @@ def main() -> None:
     args.json.write_text(json.dumps(rows, indent=1))
     plain = [r for r in rows if not r["extra"] and "ms_512" in r]
     best = min(plain, key=lambda r: r["ms_512"] + r["ms_8"] * 64)
-    print(f"BEST {best['threads']} {best['wait']}")
+    print(f"BEST {best['threads']} {best['wait']} {best['coretype'] or '-'}")
 
 
 def measure(args, scratch: Path) -> list[dict]:
     """One row per setting, each timed in a child process."""
     from searchr2.retrieval import BLAS_THRESHOLD      # what DenseRetriever sets
 
+    settings = [(threads, wait, extra, "") for threads, wait, extra in VARIANTS]
+    if args.coretypes:
+        threads = str(args.coretype_threads)
+        if (threads, "PASSIVE", "") not in VARIANTS:              # the detected kernel at the same threads
+            settings.append((threads, "PASSIVE", "", ""))
+        settings += [(threads, "PASSIVE", "", core) for core in args.coretypes]
     rows = []
-    for threads, wait, extra in VARIANTS:
+    for threads, wait, extra, core in settings:
         env = dict(os.environ, OMP_NUM_THREADS=threads)
-        env.pop("OMP_WAIT_POLICY", None)
+        for name in ("OMP_WAIT_POLICY", "OPENBLAS_CORETYPE"):
+            env.pop(name, None)
         if wait:
             env["OMP_WAIT_POLICY"] = wait
+        if core:
+            env["OPENBLAS_CORETYPE"] = core
         proc = subprocess.run([sys.executable, __file__, "--json", str(args.json), "--passages", str(args.passages),
                                "--dim", str(args.dim), "--scratch", str(scratch),
                                "--blas-threshold", str(BLAS_THRESHOLD), "--worker", extra],
                               env=env, capture_output=True, text=True, timeout=300)
-        row = {"threads": threads, "wait": wait or "default", "extra": extra,
+        row = {"threads": threads, "wait": wait or "default", "extra": extra, "coretype": core,
                **(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})}
-        print(row, flush=True)
+        kernel = row.get("blas", [{}])[0].get("architecture") if row.get("blas") else None
+        print(f"{threads:>2} threads, wait {row['wait']}, {extra or 'plain'}, kernel {kernel}"
+              f"{f' (forced {core})' if core else ''}: " + ", ".join(f"{nq} queries {row.get(f'ms_{nq}')} ms"
+                                                                   for nq in BATCHES) + (" ERROR" if "error" in row else ""),
+              flush=True)
         rows.append(row)
     return rows
 

@@ -90,7 +90,9 @@ def run_worker(script: str, argv: list[str], result_path: Path, log_path: Path) 
 
 
 def lscpu() -> dict:
-    """The processor's model name, CPU count and the vector flags that decide these benchmarks' speed."""
+    """The processor's model name, vendor, family and model numbers (a virtual machine may name it only
+    "Intel(R) Xeon(R) Processor"; the numbers tell its generation, and OpenBLAS picks its kernel by them),
+    CPU count and the vector flags that decide these benchmarks' speed."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
@@ -98,6 +100,7 @@ def lscpu() -> dict:
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     flags = fields.get("Flags", "").split()
     return {"model": fields.get("Model name", "").strip(), "cpus": fields.get("CPU(s)", "").strip(),
+            "vendor_family_model": "/".join(fields.get(k, "").strip() for k in ("Vendor ID", "CPU family", "Model")),
             "flags_of_note": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]}
 
 

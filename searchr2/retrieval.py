@@ -424,6 +424,47 @@ def _encoder_label(name: str) -> str:
 
 #: Query batches at least this large use BLAS matrix products in FAISS's exhaustive search.
 BLAS_THRESHOLD = 16
+#: OpenBLAS kernels without AVX2. faiss-cpu's wheel brings OpenBLAS 0.3.15, which picks its kernel by
+#: CPUID when it loads and falls back to Prescott on a processor it does not know: on a 2-core AMD EPYC
+#: (Zen 4) forcing Prescott made a flat search of 512 queries over 200k x 384 about 3x slower (median
+#: 1,741 ms against 489-594 ms with the AVX2 kernels; docs/measurements.md#the-blas-kernel-under-faiss).
+PRE_AVX2_KERNELS = frozenset({"prescott", "core2", "penryn", "dunnington", "nehalem", "sandybridge", "atom",
+                              "katmai", "coppermine", "northwood", "banias", "opteron", "opteron_sse3",
+                              "barcelona", "bobcat", "bulldozer"})
+
+
+def faiss_blas_kernel() -> str | None:
+    """The kernel FAISS's own OpenBLAS picked for this processor (threadpoolctl reads it from the loaded
+    library), or None where FAISS runs on another BLAS or one not shipped inside its package."""
+    import faiss  # noqa: F401  (loads the library)
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("internal_api") == "openblas" and "faiss" in lib.get("filepath", ""):
+            return lib.get("architecture")
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The processor's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def slow_blas_warning(kernel: str | None, flags: set[str]) -> str | None:
+    """What to say when FAISS's OpenBLAS runs ``kernel``, one without AVX2, on a processor whose ``flags``
+    have it; None when the kernel fits (or is unknown)."""
+    if not kernel or kernel.lower() not in PRE_AVX2_KERNELS or "avx2" not in flags:
+        return None
+    vector, better = ("AVX-512", "SkylakeX") if "avx512f" in flags else ("AVX2", "Haswell")
+    return (f"FAISS's OpenBLAS runs its {kernel} kernel, which has no AVX2, on a processor with {vector}: "
+            f"dense search of batches from {BLAS_THRESHOLD} queries on is several times slower than it could be. "
+            f"Start the process with OPENBLAS_CORETYPE={better} in its environment (docs/measurements.md"
+            "#the-blas-kernel-under-faiss).")
 
 
 class DenseRetriever:
@@ -436,6 +477,9 @@ class DenseRetriever:
         # query by query without BLAS, 4-5x slower on a flat index (measured at 201k passages, batches
         # of 256: 11.3 s -> 2.4 s per 1000 queries, identical results). Batched search is what we do.
         faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+        warning = slow_blas_warning(faiss_blas_kernel(), cpu_flags())
+        if warning:
+            print(f"[retrieval] warning: {warning}", file=sys.stderr)
         index_dir = Path(index_dir)
         meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
         built = meta.get("config", {})

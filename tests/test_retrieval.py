@@ -209,6 +209,41 @@ def test_bm25_build_and_search_print_no_jvm_warnings(corpus, tmp_path):
     assert "indexing passages (BM25): 100%" in proc.stderr and f"{len(PASSAGES)}/{len(PASSAGES)}" in proc.stderr
 
 
+def test_slow_blas_warning_names_the_kernel_to_force():
+    from searchr2.retrieval import slow_blas_warning
+
+    avx512 = {"sse2", "avx", "avx2", "avx512f"}
+    assert "OPENBLAS_CORETYPE=SkylakeX" in slow_blas_warning("Prescott", avx512)
+    assert "its Prescott kernel" in slow_blas_warning("Prescott", avx512) and "AVX-512" in slow_blas_warning("Prescott", avx512)
+    assert "OPENBLAS_CORETYPE=Haswell" in slow_blas_warning("Sandybridge", {"avx", "avx2"})
+    for kernel, flags in (("Haswell", avx512), ("SkylakeX", avx512), ("Zen", avx512),   # a fitting kernel
+                          ("Prescott", {"sse2", "avx"}),                               # nothing better to pick
+                          (None, avx512), ("Prescott", set())):                        # unknown kernel or flags
+        assert slow_blas_warning(kernel, flags) is None, (kernel, flags)
+
+
+@pytest.mark.parametrize("forced", ["Prescott", "Haswell"])
+def test_faiss_blas_kernel_is_the_one_openblas_runs(index_dir, forced):
+    """In a fresh process (OpenBLAS picks its kernel once, when it loads) with ``OPENBLAS_CORETYPE`` forcing
+    a kernel: ``faiss_blas_kernel`` reads it from FAISS's own OpenBLAS, and opening a dense index warns
+    about the one without AVX2 where the processor has AVX2, naming the variable to set."""
+    import subprocess
+    import sys
+
+    from searchr2.retrieval import cpu_flags
+
+    script = ("import sys; from searchr2.retrieval import DenseConfig, DenseRetriever, faiss_blas_kernel; "
+              "print(faiss_blas_kernel()); DenseRetriever(sys.argv[1], DenseConfig(chunk_size=8))")
+    proc = subprocess.run([sys.executable, "-c", script, str(index_dir / "dense")], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1],
+                          env=dict(os.environ, OPENBLAS_CORETYPE=forced))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [forced]
+    warned = "[retrieval] warning: FAISS's OpenBLAS runs its Prescott kernel" in proc.stderr
+    assert warned == (forced == "Prescott" and "avx2" in cpu_flags()), proc.stderr
+    assert "OPENBLAS_CORETYPE=" in proc.stderr if warned else "warning" not in proc.stderr
+
+
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
 def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
     cfg = DenseConfig(index_type=index_type, ivf_nlist=4, ivf_nprobe=4, hnsw_m=8, chunk_size=8)

