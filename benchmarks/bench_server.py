@@ -182,6 +182,7 @@ def main() -> None:
     import torch
 
     from searchr2.remote import RemoteRetriever
+    from searchr2.retrieval import faiss_blas_kernel
     from searchr2.server import free_port
 
     torch.set_num_threads(args.threads)
@@ -189,7 +190,10 @@ def main() -> None:
     load_before = os.getloadavg()
     result: dict = {"name": args.name, "workdir": str(args.workdir), "batch": args.batch, "k": args.k,
                     "threads": args.threads, "torch": torch.__version__, "cpu": lscpu(), "device": args.device,
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "methods": {}}
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    # the kernel of FAISS's OpenBLAS (the servers inherit this environment, OPENBLAS_CORETYPE too)
+                    "faiss_blas_kernel": faiss_blas_kernel(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+                    "methods": {}}
     for method in args.methods:
         runs: dict = {mode: [] for mode in MODES}
         memory: dict = {}
@@ -239,8 +243,9 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     write_result(out, result)
     md = markdown_head(args.name, result, torch.__version__, args.threads,
-                       f"GPU {result['gpu']}, dense query encoder on {args.device or 'the build device'}"
-                       if result["gpu"] else "")
+                       (f"GPU {result['gpu']}, dense query encoder on {args.device or 'the build device'}; "
+                        if result["gpu"] else "") + f"FAISS's OpenBLAS kernel {result['faiss_blas_kernel']}"
+                       + (f" (OPENBLAS_CORETYPE={result['openblas_coretype']})" if result["openblas_coretype"] else ""))
     md += [f"Requests of {args.batch} queries, top-{args.k}; queries/s over the whole run, latency of one request.", "",
            "| method | clients | in-process q/s | server q/s | one-at-a-time q/s | server / one-at-a-time | "
            "server p50 / p99 ms | one-at-a-time p50 / p99 ms | in-process p50 / p99 ms |",
