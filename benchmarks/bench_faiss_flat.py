@@ -17,9 +17,10 @@ Every row also says which BLAS FAISS runs on and the kernel it picked for this p
 from threadpoolctl: faiss-cpu's wheel brings its own OpenBLAS, which chooses a kernel by CPUID at start;
 an old OpenBLAS on a newer processor may pick a slower one). ``--coretypes Haswell SkylakeX ...`` adds
 rows at ``--coretype-threads`` threads with ``OPENBLAS_CORETYPE`` forcing each kernel, beside the
-detected one at the same number of threads::
+detected one at the same number of threads (a name this OpenBLAS does not know, or an empty one, gives
+Prescott; the row's ``blas`` says what ran)::
 
-    python benchmarks/bench_faiss_flat.py --json faiss-flat.json --coretypes Zen Haswell SkylakeX Cooperlake
+    python benchmarks/bench_faiss_flat.py --json faiss-flat.json --coretypes Zen Haswell SkylakeX Prescott
 """
 from __future__ import annotations
 
