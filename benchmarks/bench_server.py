@@ -21,7 +21,11 @@ one request. Three ways of answering:
   Search-R1's dense retriever does within a request). Same index, same answers, in a process of its own.
 
 Each server is started by this script (``serve`` sub-command), its resident memory (``VmRSS``) read
-once its index is loaded and again after the load. Results: ``benchmarks/results/<name>.json`` and
+once its index is loaded and again after the load. The batching server's one line per searched batch goes
+to ``<workdir>/<name>-<method>-batches.log``; for each load the results give its batches (``server_batches``:
+how many, queries per batch, the milliseconds each spent in the retriever, and ``busy``, the share of the
+run's wall time the search thread was searching: near 1, the search bounds the throughput; well below,
+the HTTP side and the clients do). Results: ``benchmarks/results/<name>.json`` and
 ``.md``, with ``lscpu``'s model and flags.
 """
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +48,29 @@ if str(ROOT) not in sys.path:
 from benchmarks.run_info import loadavg_fields, lscpu, markdown_head, write_result  # noqa: E402
 
 MODES = ("in_process", "server", "one_at_a_time")
+BATCH_LINE = re.compile(r"\[server\] batch \d+: (\d+) queries from (\d+) request\(s\), topk \[[^]]*\], "
+                        r"(\d+) ms(?: \((.*) ms\))?$")
+
+
+def batch_stats(lines: list[str], wall_s: float) -> dict:
+    """What the batching server's log ``lines`` of one load run say: batches, queries per batch, search ms
+    (and its mean by stage, ``stage_ms_mean``, where the lines give the retriever's stages)."""
+    found = [m.groups() for m in map(BATCH_LINE.match, lines) if m]
+    if not found:
+        return {"batches": 0}
+    queries, requests, ms = ([int(g[i]) for g in found] for i in range(3))
+    stats = {"batches": len(found), "queries_per_batch_mean": round(statistics.mean(queries), 1),
+             "queries_per_batch_max": max(queries), "requests_per_batch_mean": round(statistics.mean(requests), 1),
+             "search_ms_mean": round(statistics.mean(ms), 1), "search_ms_max": max(ms),
+             "busy": round(sum(ms) / 1000 / wall_s, 2) if wall_s > 0 else None}
+    stages: dict[str, list[float]] = {}
+    for g in found:
+        for part in (g[3].split(", ") if g[3] else []):
+            name, value = part.rsplit(" ", 1)
+            stages.setdefault(name, []).append(float(value))
+    if stages:
+        stats["stage_ms_mean"] = {name: round(statistics.mean(v), 1) for name, v in stages.items()}
+    return stats
 
 
 def open_index(workdir: Path, method: str, device: str | None = None):
@@ -98,7 +126,11 @@ def serve(args) -> None:
 
     retriever, p = open_index(args.workdir, args.method, args.device)
     if args.mode == "server":
-        app = create_app(lambda: retriever, p.server, lambda line: None, about={"method": args.method})
+        log = lambda line: None                                     # noqa: E731
+        if args.batch_log:
+            out = open(args.batch_log, "a", buffering=1)            # a line each, flushed: read during the run
+            log = lambda line: out.write(line + "\n")               # noqa: E731
+        app = create_app(lambda: retriever, p.server, log, about={"method": args.method})
     else:
         app = one_at_a_time_app(lambda: retriever, args.method)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
@@ -158,6 +190,7 @@ def main() -> None:
     worker.add_argument("--port", type=int, required=True)
     worker.add_argument("--threads", type=int, default=2)
     worker.add_argument("--device")
+    worker.add_argument("--batch-log", type=Path, help="append the batching server's per-batch lines here")
     parser.add_argument("--workdir", type=Path, help="bench_index.py's --workdir: corpus.jsonl, index/, queries.json")
     parser.add_argument("--methods", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
@@ -209,11 +242,13 @@ def main() -> None:
             runs["in_process"].append(run_load(in_process, queries, clients, n, args.batch))
             print(f"[bench] {method} in_process {runs['in_process'][-1]}", file=sys.stderr, flush=True)
         del local
+        batch_log = args.workdir / f"{args.name}-{method}-batches.log"
+        batch_log.write_text("")
         for mode in MODES[1:]:
             port = free_port()
             child = subprocess.Popen([sys.executable, __file__, "serve", "--mode", mode, "--method", method,
                                       "--workdir", str(args.workdir), "--port", str(port),
-                                      "--threads", str(args.threads)]
+                                      "--threads", str(args.threads), "--batch-log", str(batch_log)]
                                      + (["--device", args.device] if args.device else []), cwd=ROOT)
             try:
                 url = f"http://127.0.0.1:{port}"
@@ -232,7 +267,11 @@ def main() -> None:
 
                 for clients in args.clients:
                     n = max(args.requests, -(-40 // clients))
+                    seen = len(batch_log.read_text().splitlines())
                     runs[mode].append(run_load(ask, queries, clients, n, args.batch))
+                    if mode == "server":          # its log line is written before the batch's answers go out
+                        runs[mode][-1]["server_batches"] = batch_stats(batch_log.read_text().splitlines()[seen:],
+                                                                       runs[mode][-1]["seconds"])
                     print(f"[bench] {method} {mode} {runs[mode][-1]}", file=sys.stderr, flush=True)
                 memory[mode]["rss_after_mb"] = rss_mb(child.pid)
             finally:
@@ -255,6 +294,19 @@ def main() -> None:
             md.append(f"| {method} | {a['clients']} | {a['queries_per_s']} | {b['queries_per_s']} | {c['queries_per_s']} | "
                       f"{b['queries_per_s'] / c['queries_per_s']:.2f}x | {b['p50_ms']} / {b['p99_ms']} | "
                       f"{c['p50_ms']} / {c['p99_ms']} | {a['p50_ms']} / {a['p99_ms']} |")
+    md += ["", "The batching server's batches (its log): queries per batch, milliseconds each spent in the retriever, "
+           "and the share of the run's wall time spent searching.", "",
+           "| method | clients | batches | queries per batch (mean / max) | search ms per batch (mean / max) | "
+           "mean ms by stage | busy |",
+           "|---|---:|---:|---|---|---|---:|"]
+    for method, data in result["methods"].items():
+        for run in data["runs"]["server"]:
+            b = run.get("server_batches", {})
+            if b.get("batches"):
+                by_stage = ", ".join(f"{name} {ms}" for name, ms in b.get("stage_ms_mean", {}).items())
+                md.append(f"| {method} | {run['clients']} | {b['batches']} | {b['queries_per_batch_mean']} / "
+                          f"{b['queries_per_batch_max']} | {b['search_ms_mean']} / {b['search_ms_max']} | "
+                          f"{by_stage or '-'} | {b['busy']} |")
     md += ["", "| method | server | seconds to ready | RSS ready (MB) | RSS after the load (MB) |", "|---|---|---:|---:|---:|"]
     for method, data in result["methods"].items():
         for mode, m in data["server_memory"].items():

@@ -279,6 +279,16 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
+def stage_ms(start: float, **ends: float) -> dict[str, float]:
+    """Milliseconds of consecutive stages of one search, from ``time.perf_counter()`` marks: ``start``,
+    then each stage's end in order (``encode=..., index=..., passages=...``). A retriever keeps its last
+    search's as ``last_timings``; the server's log line per batch reports them."""
+    out, last = {}, start
+    for name, end in ends.items():
+        out[name], last = round(1000 * (end - last), 1), end
+    return out
+
+
 class BM25Retriever:
     """BM25 search over a Lucene index built by :func:`build_bm25_index`."""
 
@@ -293,14 +303,19 @@ class BM25Retriever:
         self.docs = _open_corpus(index_dir, json.loads((index_dir / META_FILE).read_text(encoding="utf-8")))
         self.searcher = LuceneSearcher(str(index_dir / "lucene"))
         self.searcher.set_bm25(cfg.k1, cfg.b)
+        self.last_timings: dict[str, float] = {}     # the last search's stages, ms (stage_ms)
 
     def search(self, queries: list[str], k: int) -> list[list[dict]]:
         _check_k(k)
         if not queries:
             return []
         qids = [str(i) for i in range(len(queries))]
+        start = time.perf_counter()
         hits = self.searcher.batch_search(list(queries), qids, k=k, threads=self.cfg.threads)
-        return [[{**self.docs[int(h.docid)], "score": float(h.score)} for h in hits.get(qid, [])] for qid in qids]
+        searched = time.perf_counter()
+        results = [[{**self.docs[int(h.docid)], "score": float(h.score)} for h in hits.get(qid, [])] for qid in qids]
+        self.last_timings = stage_ms(start, index=searched, passages=time.perf_counter())
+        return results
 
 
 # ---------------------------------------------------------------------------------------- dense
@@ -503,17 +518,22 @@ class DenseRetriever:
             raise ValueError(f"dense index at {index_dir} is inconsistent: {self.index.ntotal} vectors, "
                              f"{len(self.docs)} passages; rebuild it with `dvc repro {BUILT_BY['dense']}`")
         self.encoder = _encoder(cfg)
+        self.last_timings: dict[str, float] = {}     # the last search's stages, ms (stage_ms)
 
     def search(self, queries: list[str], k: int) -> list[list[dict]]:
         _check_k(k)
         if not queries:
             return []
-        vectors = self.encoder.encode(list(queries), prefix=self.cfg.query_prefix)
+        start = time.perf_counter()
+        vectors = self.encoder.encode(list(queries), prefix=self.cfg.query_prefix)   # on the host when it returns
+        encoded = time.perf_counter()
         scores, rows = self.index.search(vectors, min(k, self.index.ntotal))
+        searched = time.perf_counter()
         results = []
         for score_row, id_row in zip(scores, rows):
             results.append([{**self.docs[int(r)], "score": float(s)}
                             for s, r in zip(score_row, id_row) if r >= 0])
+        self.last_timings = stage_ms(start, encode=encoded, index=searched, passages=time.perf_counter())
         return results
 
 

@@ -31,7 +31,8 @@ What differs from Search-R1's own server, and why (its users' reports are the br
   ``server.host`` says otherwise.
 * **Memory.** The index is opened once, by this process: the dense index is memory-mapped where FAISS
   can (``searchr2.retrieval``), the passages are read by offset from the prepared corpus.
-* **Quiet.** One log line per searched batch, not per query.
+* **Quiet.** One log line per searched batch, not per query: its queries, requests and milliseconds,
+  split into the retriever's stages where it times them (dense: encode, index, passages).
 
 FastAPI and uvicorn do the HTTP; the batching (an asyncio queue drained by one task, searches run on
 one worker thread, which also owns the JVM for BM25) is ours, about 60 lines, because neither offers
@@ -144,13 +145,16 @@ class Batcher:
     ``search(queries, k)`` is the retriever's; it runs on the batcher's single thread (the one that
     loaded the index: pyserini's JVM is attached to it). Requests of a batch asking for different
     ``topk`` are searched once per distinct value, so every request gets exactly what a search of its
-    own would return. ``log(line)`` gets one line per searched batch.
+    own would return. ``log(line)`` gets one line per searched batch; ``stages()``, where set, runs on the
+    search thread after each search and returns that search's milliseconds by stage (a retriever's
+    ``last_timings``), summed over the batch's searches into the line.
     """
 
     def __init__(self, window_s: float, max_queries: int, log: Callable[[str], object] = print):
         self.window_s, self.max_queries, self.log = window_s, max_queries, log
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="search")
         self.search: Callable | None = None
+        self.stages: Callable[[], dict] | None = None
         self.queue: asyncio.Queue | None = None
         self.batches = 0
 
@@ -182,18 +186,20 @@ class Batcher:
         live = [item for item in batch if not item[2].done()]        # a timed-out request is not searched
         if not live:
             return
-        start = time.perf_counter()
+        start, stages = time.perf_counter(), {}
         loop = asyncio.get_running_loop()
         for k in sorted({k for _, k, _ in live}):
             items = [item for item in live if item[1] == k]
             queries = [q for qs, _, _ in items for q in qs]
             try:
-                results = await loop.run_in_executor(self.worker, self.search, queries, k)
+                results, spent = await loop.run_in_executor(self.worker, self._timed, queries, k)
             except Exception as e:                                   # the requests fail, the server goes on
                 for _, _, future in items:
                     if not future.done():
                         future.set_exception(e)
                 continue
+            for name, ms in spent.items():
+                stages[name] = stages.get(name, 0.0) + ms
             at = 0
             for qs, _, future in items:
                 if not future.done():
@@ -201,7 +207,12 @@ class Batcher:
                 at += len(qs)
         self.batches += 1
         self.log(f"[server] batch {self.batches}: {sum(len(qs) for qs, _, _ in live)} queries from {len(live)} "
-                 f"request(s), topk {sorted({k for _, k, _ in live})}, {1000 * (time.perf_counter() - start):.0f} ms")
+                 f"request(s), topk {sorted({k for _, k, _ in live})}, {1000 * (time.perf_counter() - start):.0f} ms"
+                 + (f" ({', '.join(f'{name} {ms:.0f}' for name, ms in stages.items())} ms)" if stages else ""))
+
+    def _timed(self, queries: list[str], k: int) -> tuple[list, dict]:
+        results = self.search(queries, k)
+        return results, (dict(self.stages() or {}) if self.stages else {})
 
 
 def create_app(load: Callable[[], object], cfg: ServerConfig, log: Callable[[str], object] = print,
@@ -223,6 +234,7 @@ def create_app(load: Callable[[], object], cfg: ServerConfig, log: Callable[[str
             start = time.perf_counter()
             retriever = load()
             batcher.search = retriever.search
+            batcher.stages = lambda: getattr(retriever, "last_timings", None)
             state.update(status="ready", detail={**(about or {}), "passages": _passages(retriever),
                                                  "seconds_to_load": round(time.perf_counter() - start, 2)})
             log(f"[server] index loaded in {state['detail']['seconds_to_load']} s; ready")

@@ -129,6 +129,9 @@ def test_search_schema_order_and_k(index_dir, method):
             assert ids[0] == f"p{target:02d}", (query, hits)
         else:
             assert f"p{target:02d}" in ids, (query, hits)
+    # the last search's stages, in ms, for the server's log line
+    assert list(retriever.last_timings) == (["index", "passages"] if method == "bm25" else ["encode", "index", "passages"])
+    assert all(ms >= 0 for ms in retriever.last_timings.values())
     top = results[0][0]
     assert (top["title"], top["text"]) == PASSAGES[0]  # title unquoted, text without the title line
     assert [len(h) for h in retriever.search(queries[:2], k=1)] == [1, 1]
@@ -362,3 +365,11 @@ def test_stale_or_impossible_dense_settings(corpus, index_dir, tmp_path):
     with pytest.raises(ValueError, match="ivf_nlist=256 exceeds the 30 passages"):
         build_dense_index(corpus, tmp_path / "dense", replace(DenseConfig(), index_type="ivf"))
     assert not (tmp_path / "dense").exists()
+
+
+def test_stage_ms_splits_consecutive_marks():
+    from searchr2.retrieval import stage_ms
+
+    assert stage_ms(10.0, encode=10.25, index=10.5, passages=10.5005) == {"encode": 250.0, "index": 250.0,
+                                                                           "passages": 0.5}
+    assert stage_ms(1.0) == {}

@@ -5,7 +5,9 @@ tests serve a small scripted retriever, so that loading, batching and failures a
 control; one serves the real BM25 and dense indexes of tests/test_retrieval.py and compares every hit
 with in-process search.
 """
+import asyncio
 import json
+import re
 import threading
 import time
 from dataclasses import replace
@@ -14,7 +16,7 @@ import pytest
 import requests
 
 from searchr2.remote import RemoteRetriever, RetrievalServerError
-from searchr2.server import BackgroundServer, RequestError, ServerConfig, create_app, parse_request
+from searchr2.server import BackgroundServer, Batcher, RequestError, ServerConfig, create_app, parse_request
 from tests.test_retrieval import corpus, index_dir  # noqa: F401 (fixtures: the real indexes)
 
 CFG = ServerConfig(batch_window_ms=50.0, max_batch_queries=64, max_queries_per_request=16, max_topk=10,
@@ -96,6 +98,40 @@ def test_concurrent_requests_are_searched_together():
     assert sum(n for n, _ in retriever.calls) == 24
     assert len(retriever.calls) < 12 and max(n for n, _ in retriever.calls) >= 4   # batches, not one per request
     assert len([line for line in lines if line.startswith("[server] batch")]) == len(retriever.calls)
+
+
+class Timed(Scripted):
+    """A scripted retriever that, like the real ones, keeps its last search's stages (ms)."""
+
+    def search(self, queries, k):
+        self.last_timings = {"encode": 1.0 * k, "index": 10.0}
+        return super().search(queries, k)
+
+
+def test_the_batch_line_gives_the_retrievers_stages_summed_over_its_searches():
+    retriever, lines = Timed(), []
+
+    async def go():
+        batcher = Batcher(window_s=0.05, max_queries=64, log=lines.append)
+        batcher.queue, batcher.search = asyncio.Queue(), retriever.search
+        batcher.stages = lambda: retriever.last_timings
+        runner = asyncio.create_task(batcher.run())
+        await asyncio.gather(batcher.submit(["x"], 1), batcher.submit(["y", "z"], 2))   # one batch, two searches
+        runner.cancel()
+
+    asyncio.run(go())
+    assert re.fullmatch(r"\[server\] batch 1: 3 queries from 2 request\(s\), topk \[1, 2\], \d+ ms "
+                        r"\(encode 3, index 20 ms\)", lines[0]), lines
+
+
+def test_the_app_logs_its_retrievers_stages_and_the_plain_line_without_them():
+    for retriever, tail in ((Timed(), " ms (encode 1, index 10 ms)"), (Scripted(), " ms")):
+        lines = []
+        with serve(retriever, lines=lines) as server:
+            wait_ready(server.url)
+            assert post(server.url, {"queries": ["x"], "topk": 1}).status_code == 200
+        batch = [line for line in lines if line.startswith("[server] batch")]
+        assert len(batch) == 1 and batch[0].endswith(tail) and batch[0].endswith("ms)") == (tail != " ms"), batch
 
 
 def test_requests_with_different_topk_in_one_batch_each_get_their_own_k():

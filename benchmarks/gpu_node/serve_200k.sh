@@ -14,8 +14,9 @@
 # Env: OUT (where results and run.log go), MINILM_SRC, DEV (cuda), ENTITIES (71000), REQ (requests per client),
 # THREADS (16), CORETYPES (OpenBLAS kernels to try; default "SkylakeX Haswell"),
 # BENCH_TIMEOUT (s per bench_server run), ENCODERS (query-encoder devices to serve with, one run each; default
-# $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), SITE (0: use the installed
-# packages), PY (python3).
+# $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), KERNELS (OpenBLAS kernels to serve
+# with, one bench_server run each, "detected" for none forced; default: step 2's choice), FAISS_CHECK (0: skip
+# step 2), SITE (0: use the installed packages), PY (python3).
 set -u
 ENTITIES=${ENTITIES:-71000}; DEV=${DEV:-cuda}; THREADS=${THREADS:-16}; REQ=${REQ:-20}
 export PYTHONUNBUFFERED=1
@@ -26,8 +27,8 @@ fi
 PY=${PY:-python3}
 (nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1; lscpu | grep -E "Model name|^CPU\(s\)|Vendor ID|CPU family|^Model:";
  $PY -c "import torch, transformers, faiss, fastapi, uvicorn, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'faiss', faiss.__version__, 'fastapi', fastapi.__version__, 'numpy', numpy.__version__)") 2>&1
-timeout 180 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
-  --coretype-threads $THREADS >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log | tail -11
+[ "${FAISS_CHECK:-1}" = 1 ] && timeout 180 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
+  --coretype-threads $THREADS >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log 2>/dev/null | tail -11
 best=$(grep "^BEST" $OUT/run.log | tail -1)
 if [ -n "$best" ]; then
   THREADS=$(echo $best | cut -d' ' -f2); export OMP_NUM_THREADS=$THREADS
@@ -47,9 +48,14 @@ t0=$(date +%s)
 $PY benchmarks/bench_index.py --world-entities $ENTITIES --workdir $W --name device-world-200k --methods dense --no-recall \
   --n-queries 256 --dense '{"max_length": 32, "device": "'$DEV'", "encoder": "/tmp/minilm", "batch_size": 512}' >> $OUT/run.log 2>&1 || { tail -30 $OUT/run.log; exit 5; }
 echo "index built in $(( $(date +%s) - t0 )) s"; cp benchmarks/results/device-world-200k.* $OUT/
-for enc in ${ENCODERS:-$DEV}; do
+for kernel in ${KERNELS:-chosen}; do
+ case $kernel in chosen) ;; detected) unset OPENBLAS_CORETYPE ;; *) export OPENBLAS_CORETYPE=$kernel ;; esac
+ for enc in ${ENCODERS:-$DEV}; do
+  name=device-server-200k-$enc; [ -n "${KERNELS:-}" ] && name=$name-$kernel
   t0=$(date +%s)
-  timeout ${BENCH_TIMEOUT:-400} $PY benchmarks/bench_server.py --workdir $W --methods dense --name device-server-200k-$enc \
-    --threads $THREADS --requests $REQ --device $enc >> $OUT/run.log 2>&1; echo "rc $? for $enc in $(( $(date +%s) - t0 )) s"
-  tail -12 $OUT/run.log; cp benchmarks/results/device-server-200k-$enc.* $OUT/ 2>/dev/null
+  timeout ${BENCH_TIMEOUT:-400} $PY benchmarks/bench_server.py --workdir $W --methods dense --name $name \
+    --threads $THREADS --requests $REQ --device $enc >> $OUT/run.log 2>&1; echo "rc $? for $name in $(( $(date +%s) - t0 )) s"
+  tail -20 $OUT/run.log; cp benchmarks/results/$name.* $OUT/ 2>/dev/null
+  cat $W/$name-dense-batches.log >> $OUT/run.log 2>/dev/null   # the server's line per batch
+ done
 done
