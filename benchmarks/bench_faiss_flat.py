@@ -134,7 +134,7 @@ def measure(args, scratch: Path) -> list[dict]:
                               env=env, capture_output=True, text=True, timeout=300)
         row = {"threads": threads, "wait": wait or "default", "extra": extra, "coretype": core,
                **(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})}
-        kernel = row["blas"][0].get("architecture") if row.get("blas") else None
+        kernel = next((lib["architecture"] for lib in row.get("blas", []) if "faiss" in lib["filepath"]), None)
         print(f"{threads:>2} threads, wait {row['wait']}, {extra or 'plain'}, kernel {kernel}"
               f"{f' (forced {core})' if core else ''}: " + ", ".join(f"{nq} queries {row.get(f'ms_{nq}')} ms"
                                                                    for nq in BATCHES) + (" ERROR" if "error" in row else ""),
