@@ -21,6 +21,10 @@ detected one at the same number of threads (a name this OpenBLAS does not know, 
 Prescott; the row's ``blas`` says what ran)::
 
     python benchmarks/bench_faiss_flat.py --json faiss-flat.json --coretypes Zen Haswell SkylakeX Prescott
+
+``--torch-devices cpu cuda`` adds a row per torch device: the same index searched by
+``searchr2.retrieval.TorchFlatIndex`` (``server.torch_gpu``: a matrix product and a top-k per chunk of
+rows), its vectors on that device, queries from and answers to the host as the server has them.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ BATCHES = (8, 64, 512)
 
 def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int) -> dict:
     """Time one setting in this process (the environment already set)."""
-    if extra == "torch":
+    if extra.startswith("torch"):
         import torch
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import faiss
@@ -59,6 +63,10 @@ def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int)
         index = faiss.read_index(str(scratch / "flat.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     faiss.cvar.distance_compute_blas_threshold = blas_threshold
     out = {"omp_threads": faiss.omp_get_max_threads(), "blas": faiss_blas()}
+    if extra.startswith("torch:"):                   # searchr2 loads after FAISS here, its wait policy is set
+        from searchr2.retrieval import TorchFlatIndex
+
+        index = TorchFlatIndex(index, [extra.partition(":")[2]])
     for nq in BATCHES:
         queries = rng.standard_normal((nq, dim), dtype=np.float32)
         index.search(queries, 3)
@@ -91,6 +99,8 @@ def main() -> None:
                         help="OpenBLAS kernels to force (OPENBLAS_CORETYPE), each in a row of its own")
     parser.add_argument("--coretype-threads", type=int, default=os.cpu_count(),
                         help="OpenMP threads of the --coretypes rows (default: the cores of this machine)")
+    parser.add_argument("--torch-devices", nargs="+", default=[], metavar="DEVICE",
+                        help="torch devices (cpu, cuda) to search the same index on with TorchFlatIndex, a row each")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--blas-threshold", type=int, help=argparse.SUPPRESS)
@@ -119,6 +129,7 @@ def measure(args, scratch: Path) -> list[dict]:
         if (threads, "PASSIVE", "") not in VARIANTS:              # the detected kernel at the same threads
             settings.append((threads, "PASSIVE", "", ""))
         settings += [(threads, "PASSIVE", "", core) for core in args.coretypes]
+    settings += [(str(args.coretype_threads), "PASSIVE", f"torch:{device}", "") for device in args.torch_devices]
     rows = []
     for threads, wait, extra, core in settings:
         env = dict(os.environ, OMP_NUM_THREADS=threads)

@@ -20,6 +20,9 @@ one request. Three ways of answering:
   the request's queries one by one, dense encodes and searches the request's queries as one batch (as
   Search-R1's dense retriever does within a request). Same index, same answers, in a process of its own.
 
+With ``--torch-gpu`` all three search a dense flat index with torch on the GPUs (``server.torch_gpu``),
+where Search-R1's server would use faiss-gpu (its ``--faiss_gpu``): the same search on the same device.
+
 Each server is started by this script (``serve`` sub-command), its resident memory (``VmRSS``) read
 once its index is loaded and again after the load. The batching server's one line per searched batch goes
 to ``<workdir>/<name>-<method>-batches.log``; for each load the results give its batches (``server_batches``:
@@ -73,9 +76,10 @@ def batch_stats(lines: list[str], wall_s: float) -> dict:
     return stats
 
 
-def open_index(workdir: Path, method: str, device: str | None = None):
+def open_index(workdir: Path, method: str, device: str | None = None, torch_gpu: bool = False):
     """The retriever of ``workdir``'s ``method`` index, dense with the settings it was built with (and
-    the query encoder on ``device`` where one is given)."""
+    the query encoder on ``device`` where one is given; with ``torch_gpu`` its flat index searched by torch
+    on the GPUs, as ``server.torch_gpu`` does)."""
     from searchr2.params import load_params
     from searchr2.retrieval import load_retriever
 
@@ -88,7 +92,12 @@ def open_index(workdir: Path, method: str, device: str | None = None):
         built = dict(meta.get("config", {}), **({"device": device} if device else {}))
         index_cfg = replace(p.index, dense=replace(p.index.dense, **{f.name: built[f.name]
                                                                      for f in fields(p.index.dense) if f.name in built}))
-    return load_retriever(method, workdir / "index", index_cfg), p
+    retriever = load_retriever(method, workdir / "index", index_cfg)
+    if torch_gpu:
+        from searchr2.server import search_on_torch_gpus
+
+        retriever = search_on_torch_gpus(retriever)
+    return retriever, p
 
 
 def one_at_a_time_app(load, method: str):
@@ -124,7 +133,7 @@ def serve(args) -> None:
 
     from searchr2.server import create_app
 
-    retriever, p = open_index(args.workdir, args.method, args.device)
+    retriever, p = open_index(args.workdir, args.method, args.device, args.torch_gpu)
     if args.mode == "server":
         log = lambda line: None                                     # noqa: E731
         if args.batch_log:
@@ -191,6 +200,7 @@ def main() -> None:
     worker.add_argument("--threads", type=int, default=2)
     worker.add_argument("--device")
     worker.add_argument("--batch-log", type=Path, help="append the batching server's per-batch lines here")
+    worker.add_argument("--torch-gpu", action="store_true")
     parser.add_argument("--workdir", type=Path, help="bench_index.py's --workdir: corpus.jsonl, index/, queries.json")
     parser.add_argument("--methods", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
@@ -200,6 +210,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each process")
     parser.add_argument("--device", help="torch device of the dense query encoder (cpu, cuda); default: the "
                         "one the index was built with")
+    parser.add_argument("--torch-gpu", action="store_true", help="dense: search the flat index with torch on the "
+                        "GPUs (server.torch_gpu), in all three ways of answering; default: FAISS as loaded")
     parser.add_argument("--name", default="server", help="results go to benchmarks/results/<name>.json and .md")
     args = parser.parse_args()
     if args.command == "serve":
@@ -226,11 +238,11 @@ def main() -> None:
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     # the kernel of FAISS's OpenBLAS (the servers inherit this environment, OPENBLAS_CORETYPE too)
                     "faiss_blas_kernel": faiss_blas_kernel(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-                    "methods": {}}
+                    "dense_search": "torch on the GPUs" if args.torch_gpu else "FAISS", "methods": {}}
     for method in args.methods:
         runs: dict = {mode: [] for mode in MODES}
         memory: dict = {}
-        local, _ = open_index(args.workdir, method, args.device)
+        local, _ = open_index(args.workdir, method, args.device, args.torch_gpu and method == "dense")
         lock = threading.Lock()
 
         def in_process(qs, local=local, lock=lock):
@@ -249,7 +261,8 @@ def main() -> None:
             child = subprocess.Popen([sys.executable, __file__, "serve", "--mode", mode, "--method", method,
                                       "--workdir", str(args.workdir), "--port", str(port),
                                       "--threads", str(args.threads), "--batch-log", str(batch_log)]
-                                     + (["--device", args.device] if args.device else []), cwd=ROOT)
+                                     + (["--device", args.device] if args.device else [])
+                                     + (["--torch-gpu"] if args.torch_gpu and method == "dense" else []), cwd=ROOT)
             try:
                 url = f"http://127.0.0.1:{port}"
                 start = time.perf_counter()
@@ -283,7 +296,8 @@ def main() -> None:
     write_result(out, result)
     md = markdown_head(args.name, result, torch.__version__, args.threads,
                        (f"GPU {result['gpu']}, dense query encoder on {args.device or 'the build device'}; "
-                        if result["gpu"] else "") + f"FAISS's OpenBLAS kernel {result['faiss_blas_kernel']}"
+                        if result["gpu"] else "") + f"dense search: {result['dense_search']}; "
+                       + f"FAISS's OpenBLAS kernel {result['faiss_blas_kernel']}"
                        + (f" (OPENBLAS_CORETYPE={result['openblas_coretype']})" if result["openblas_coretype"] else ""))
     md += [f"Requests of {args.batch} queries, top-{args.k}; queries/s over the whole run, latency of one request.", "",
            "| method | clients | in-process q/s | server q/s | one-at-a-time q/s | server / one-at-a-time | "

@@ -30,7 +30,9 @@ What differs from Search-R1's own server, and why (its users' reports are the br
   gets a 504, never a hang; malformed JSON is a 400 and the server goes on; it binds 127.0.0.1 unless
   ``server.host`` says otherwise.
 * **Memory.** The index is opened once, by this process: the dense index is memory-mapped where FAISS
-  can (``searchr2.retrieval``), the passages are read by offset from the prepared corpus.
+  can (``searchr2.retrieval``), the passages are read by offset from the prepared corpus. On a GPU node
+  ``server.faiss_gpu`` shards it over the GPUs with faiss-gpu; where faiss-gpu cannot be installed,
+  ``server.torch_gpu`` searches a flat index with torch on the GPUs instead (same hits).
 * **Quiet.** One log line per searched batch, not per query: its queries, requests and milliseconds,
   split into the retriever's stages where it times them (dense: encode, index, passages).
 
@@ -68,6 +70,9 @@ class ServerConfig:
     request_timeout_s: float = 30.0    # a request not answered by then gets a 504
     faiss_gpu: bool = False            # shard a dense index over every GPU of the node (faiss-gpu only; with
                                        # faiss-cpu, or for BM25, the server refuses to start)
+    torch_gpu: bool = False            # search a flat dense index with torch instead, its vectors split over every
+                                       # GPU of the node: for nodes where faiss-gpu cannot be installed (same hits;
+                                       # without a GPU, for BM25 or another index type the server refuses to start)
 
     def __post_init__(self):
         check_types(self, "server.")
@@ -79,6 +84,8 @@ class ServerConfig:
             raise ValueError(f"server.batch_window_ms must be >= 0, got {self.batch_window_ms!r}")
         if not self.request_timeout_s > 0:
             raise ValueError(f"server.request_timeout_s must be > 0, got {self.request_timeout_s!r}")
+        if self.faiss_gpu and self.torch_gpu:
+            raise ValueError("server.faiss_gpu and server.torch_gpu are both true; choose one way to search on the GPUs")
         if self.max_queries_per_request > self.max_batch_queries:
             raise ValueError(f"server.max_queries_per_request ({self.max_queries_per_request}) must not exceed "
                              f"server.max_batch_queries ({self.max_batch_queries}): a request is searched whole")
@@ -318,6 +325,30 @@ def shard_on_gpus(retriever):
     return retriever
 
 
+def search_on_torch_gpus(retriever):
+    """``retriever`` (dense, flat) with its vectors split over all visible GPUs and searched with torch
+    (``server.torch_gpu``; :class:`searchr2.retrieval.TorchFlatIndex`)."""
+    import torch
+
+    from searchr2.retrieval import TorchFlatIndex
+
+    if not hasattr(retriever, "index"):
+        raise ValueError("server.torch_gpu applies to a dense index only; this server serves BM25")
+    gpus = torch.cuda.device_count()
+    if gpus < 1:
+        raise ValueError(f"server.torch_gpu is true, but torch sees no GPU (torch {torch.__version__}, CUDA "
+                         f"{torch.version.cuda}); set server.torch_gpu: false")
+    retriever.index = TorchFlatIndex(retriever.index, [f"cuda:{g}" for g in range(gpus)])
+    return retriever
+
+
+def place_index(retriever, cfg: ServerConfig):
+    """``retriever`` with its index where ``cfg`` puts it: as loaded, on the GPUs with faiss-gpu, or with torch."""
+    if cfg.faiss_gpu:
+        return shard_on_gpus(retriever)
+    return search_on_torch_gpus(retriever) if cfg.torch_gpu else retriever
+
+
 def serve(app, cfg: ServerConfig) -> None:
     """Run ``app`` with uvicorn on ``cfg.host:cfg.port`` until interrupted."""
     import uvicorn
@@ -384,11 +415,10 @@ def main(argv: list[str] | None = None) -> None:
     log(f"[server] serving the {method} index of {index_dir} on http://{cfg.host}:{cfg.port} "
         f"(POST /retrieve, GET /health)")
     def load():
-        retriever = load_retriever(method, index_dir, p.index)
-        return shard_on_gpus(retriever) if cfg.faiss_gpu else retriever
+        return place_index(load_retriever(method, index_dir, p.index), cfg)
 
     serve(create_app(load, cfg, log, about={"method": method, "index_dir": str(index_dir),
-                                            "faiss_gpu": cfg.faiss_gpu}), cfg)
+                                            "faiss_gpu": cfg.faiss_gpu, "torch_gpu": cfg.torch_gpu}), cfg)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import pytest
 from searchr2.corpus import parse_contents
 from searchr2.docstore import DocStore, offsets_path, write_offsets
 from searchr2.io import InputError
-from searchr2.retrieval import (BM25Config, DenseConfig, IndexConfig, RetrievalConfig, build_bm25_index,
-                                build_dense_index, load_retriever)
+from searchr2.retrieval import (TORCH_CHUNK_ROWS, BM25Config, DenseConfig, IndexConfig, RetrievalConfig,
+                                TorchFlatIndex, build_bm25_index, build_dense_index, load_retriever)
 
 # 30 fictional passages: (title, text). Each one is about something no model has seen.
 PASSAGES = [
@@ -251,9 +251,55 @@ def test_faiss_blas_kernel_is_the_one_openblas_runs(index_dir, forced):
 def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
     cfg = DenseConfig(index_type=index_type, ivf_nlist=4, ivf_nprobe=4, hnsw_m=8, chunk_size=8)
     build_dense_index(corpus, tmp_path / "dense", cfg)
-    hits = load_retriever("dense", tmp_path, IndexConfig(dense=cfg)).search([q for q, _ in QUERIES], k=3)
+    retriever = load_retriever("dense", tmp_path, IndexConfig(dense=cfg))
+    hits = retriever.search([q for q, _ in QUERIES], k=3)
     for (query, target), row in zip(QUERIES, hits):
         assert f"p{target:02d}" in [h["id"] for h in row], (index_type, query, row)
+    with pytest.raises(ValueError, match="needs a flat inner-product FAISS index.*index_type: flat"):
+        TorchFlatIndex(retriever.index, ["cpu"])         # torch search is exact search: flat only
+
+
+@pytest.mark.parametrize("devices, chunk_rows", [(["cpu"], TORCH_CHUNK_ROWS), (["cpu"] * 3, 7), (["cpu"] * 2, 1)])
+def test_torch_flat_search_finds_what_faiss_finds(devices, chunk_rows):
+    import faiss
+
+    rng = np.random.default_rng(0)
+    index = faiss.IndexFlatIP(16)
+    index.add(rng.standard_normal((500, 16), dtype=np.float32))
+    queries = rng.standard_normal((20, 16), dtype=np.float32)
+    # the shards (a device each, here all the CPU) and chunks of rows are merged into one ranking
+    torch_index = TorchFlatIndex(index, devices, chunk_rows)
+    firsts = [first for first, _ in torch_index.shards]
+    sizes = [rows.shape[0] for _, rows in torch_index.shards]
+    assert torch_index.ntotal == sum(sizes) == 500 and len(sizes) == len(devices)
+    assert firsts == [sum(sizes[:i]) for i in range(len(sizes))] and max(sizes) - min(sizes) <= 1
+    for k in (1, 5, 40):
+        want_scores, want_ids = index.search(queries, k)
+        scores, ids = torch_index.search(queries, k)
+        assert ids.dtype == np.int64 and scores.dtype == np.float32
+        assert (ids == want_ids).all()
+        assert np.allclose(scores, want_scores, atol=1e-5)
+    # fewer rows than k: padded as FAISS pads (id -1, float32's lowest score)
+    small = faiss.IndexFlatIP(16)
+    small.add(queries[:3])
+    want_scores, want_ids = small.search(queries[:4], 5)
+    scores, ids = TorchFlatIndex(small, devices, chunk_rows).search(queries[:4], 5)
+    assert (ids == want_ids).all() and (ids[:, 3:] == -1).all()
+    assert np.allclose(scores[:, :3], want_scores[:, :3], atol=1e-5) and (scores[:, 3:] == want_scores[:, 3:]).all()
+    with pytest.raises(ValueError, match="at least one device"):
+        TorchFlatIndex(index, [])
+
+
+def test_dense_retriever_on_torch_search_gives_the_same_hits(index_dir):
+    retriever = load_retriever("dense", index_dir, IndexConfig())
+    queries = [q for q, _ in QUERIES + DENSE_QUERIES]
+    want = retriever.search(queries, k=5)
+    retriever.index = TorchFlatIndex(retriever.index, ["cpu", "cpu"], chunk_rows=4)
+    got = retriever.search(queries, k=5)
+    assert [[h["id"] for h in row] for row in got] == [[h["id"] for h in row] for row in want]
+    assert all(g["text"] == w["text"] and abs(g["score"] - w["score"]) < 1e-5
+               for grow, wrow in zip(got, want) for g, w in zip(grow, wrow))
+    assert len(retriever.search(queries[:1], k=100)[0]) == len(PASSAGES)   # k past the rows: -1 ids dropped
 
 
 @pytest.mark.parametrize("line, field, message", [

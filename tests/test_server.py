@@ -335,3 +335,37 @@ def test_faiss_gpu_sharding_is_refused_with_a_reason_where_it_cannot_run(index_d
         pytest.skip("this FAISS has GPUs: the refusal cannot happen here")     # CI and the CPU machines: faiss-cpu
     with pytest.raises(ValueError, match="no GPU support or sees no GPU.*server.faiss_gpu: false"):
         shard_on_gpus(load_retriever("dense", index_dir, IndexConfig()))
+
+
+def test_torch_gpu_search_is_refused_with_a_reason_where_it_cannot_run(index_dir):
+    import torch
+
+    from searchr2.retrieval import IndexConfig, load_retriever
+    from searchr2.server import place_index, search_on_torch_gpus
+
+    dense = load_retriever("dense", index_dir, IndexConfig())
+    assert place_index(dense, ServerConfig()) is dense                 # the default: as loaded
+    with pytest.raises(ValueError, match="dense index only"):
+        place_index(Scripted(), ServerConfig(torch_gpu=True))
+    with pytest.raises(ValueError, match="faiss_gpu and server.torch_gpu are both true"):
+        ServerConfig(faiss_gpu=True, torch_gpu=True)
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU: the refusal cannot happen here")    # CI and the CPU machines have none
+    with pytest.raises(ValueError, match=r"torch sees no GPU \(torch .*\); set server.torch_gpu: false"):
+        search_on_torch_gpus(dense)
+
+
+def test_torch_search_through_the_server_finds_what_faiss_finds(index_dir):
+    from searchr2.retrieval import IndexConfig, TorchFlatIndex, load_retriever
+    from tests.test_retrieval import DENSE_QUERIES, QUERIES
+
+    local = load_retriever("dense", index_dir, IndexConfig())
+    served = load_retriever("dense", index_dir, IndexConfig())
+    served.index = TorchFlatIndex(served.index, ["cpu", "cpu"])   # what server.torch_gpu does, on the GPUs
+    queries = [q for q, _ in QUERIES + DENSE_QUERIES]
+    with serve(served) as server:
+        client = RemoteRetriever(server.url)
+        client.wait_ready(timeout_s=30, poll_s=0.05)
+        got, want = client.search(queries, 3), local.search(queries, 3)
+    assert [[(h["id"], h["text"]) for h in row] for row in got] == [[(h["id"], h["text"]) for h in row] for row in want]
+    assert max(abs(g["score"] - w["score"]) for grow, wrow in zip(got, want) for g, w in zip(grow, wrow)) < 1e-5

@@ -17,7 +17,9 @@
 # BENCH_TIMEOUT (s per bench_server run, 400; REQ=30 took over 150 s on the slower node), ENCODERS (query-encoder devices to serve with, one run each; default
 # $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), KERNELS (OpenBLAS kernels to serve
 # with, one bench_server run each, "detected" for none forced; default: step 2's choice), FAISS_CHECK (0: skip
-# step 2), SITE (0: use the installed packages), PY (python3).
+# step 2), SEARCHES (how the flat index is searched, one run each: "faiss" (faiss-cpu, the default) and/or
+# "torch" (bench_server.py --torch-gpu: torch on the GPUs, server.torch_gpu)), SITE (0: use the installed
+# packages), PY (python3).
 set -u
 ENTITIES=${ENTITIES:-71000}; DEV=${DEV:-cuda}; THREADS=${THREADS:-16}; REQ=${REQ:-20}
 export PYTHONUNBUFFERED=1
@@ -49,14 +51,17 @@ t0=$(date +%s)
 $PY benchmarks/bench_index.py --world-entities $ENTITIES --workdir $W --name device-world-200k --methods dense --no-recall \
   --n-queries 256 --dense '{"max_length": 32, "device": "'$DEV'", "encoder": "/tmp/minilm", "batch_size": 512}' >> $OUT/run.log 2>&1 || { tail -30 $OUT/run.log; exit 5; }
 echo "index built in $(( $(date +%s) - t0 )) s"; cp benchmarks/results/device-world-200k.* $OUT/
-for kernel in ${KERNELS:-chosen}; do
- case $kernel in chosen) ;; detected) unset OPENBLAS_CORETYPE ;; *) export OPENBLAS_CORETYPE=$kernel ;; esac
- for enc in ${ENCODERS:-$DEV}; do
-  name=device-server-200k-$enc; [ -n "${KERNELS:-}" ] && name=$name-$kernel
-  t0=$(date +%s)
-  timeout ${BENCH_TIMEOUT:-400} $PY benchmarks/bench_server.py --workdir $W --methods dense --name $name \
-    --threads $THREADS --requests $REQ --device $enc >> $OUT/run.log 2>&1; echo "rc $? for $name in $(( $(date +%s) - t0 )) s"
-  tail -20 $OUT/run.log; cp benchmarks/results/$name.* $OUT/ 2>/dev/null
-  cat $W/$name-dense-batches.log >> $OUT/run.log 2>/dev/null   # the server's line per batch
+for search in ${SEARCHES:-faiss}; do
+ for kernel in ${KERNELS:-chosen}; do
+  case $kernel in chosen) ;; detected) unset OPENBLAS_CORETYPE ;; *) export OPENBLAS_CORETYPE=$kernel ;; esac
+  for enc in ${ENCODERS:-$DEV}; do
+   name=device-server-200k-$enc; [ -n "${KERNELS:-}" ] && name=$name-$kernel; flag=
+   [ $search = torch ] && name=$name-torch && flag=--torch-gpu
+   t0=$(date +%s)
+   timeout ${BENCH_TIMEOUT:-400} $PY benchmarks/bench_server.py --workdir $W --methods dense --name $name \
+     --threads $THREADS --requests $REQ --device $enc $flag >> $OUT/run.log 2>&1; echo "rc $? for $name in $(( $(date +%s) - t0 )) s"
+   tail -20 $OUT/run.log; cp benchmarks/results/$name.* $OUT/ 2>/dev/null
+   cat $W/$name-dense-batches.log >> $OUT/run.log 2>/dev/null   # the server's line per batch
+  done
  done
 done
