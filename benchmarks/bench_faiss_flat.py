@@ -24,7 +24,9 @@ Prescott; the row's ``blas`` says what ran)::
 
 ``--torch-devices cpu cuda`` adds a row per torch device: the same index searched by
 ``searchr2.retrieval.TorchFlatIndex`` (``server.torch_gpu``: a matrix product and a top-k per chunk of
-rows), its vectors on that device, queries from and answers to the host as the server has them.
+rows), its vectors on that device, queries from and answers to the host as the server has them. Such a
+row gives torch's BLAS (``torch_blas``, from its build configuration) and, per batch, the share of the
+queries whose ids equal FAISS's (``same_ids_<n>``; equal scores may be ordered differently).
 """
 from __future__ import annotations
 
@@ -63,10 +65,15 @@ def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int)
         index = faiss.read_index(str(scratch / "flat.index"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     faiss.cvar.distance_compute_blas_threshold = blas_threshold
     out = {"omp_threads": faiss.omp_get_max_threads(), "blas": faiss_blas()}
+    reference = None
     if extra.startswith("torch:"):                   # searchr2 loads after FAISS here, its wait policy is set
+        import re
+
         from searchr2.retrieval import TorchFlatIndex
 
-        index = TorchFlatIndex(index, [extra.partition(":")[2]])
+        reference, index = index, TorchFlatIndex(index, [extra.partition(":")[2]])
+        found = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+        out["torch_blas"] = found.group(1) if found else None
     for nq in BATCHES:
         queries = rng.standard_normal((nq, dim), dtype=np.float32)
         index.search(queries, 3)
@@ -74,6 +81,9 @@ def one(extra: str, passages: int, dim: int, scratch: Path, blas_threshold: int)
         for _ in range(reps):
             index.search(queries, 3)
         out[f"ms_{nq}"] = round(1000 * (time.perf_counter() - start) / reps, 1)
+        if reference is not None:
+            out[f"same_ids_{nq}"] = float((index.search(queries, 3)[1] == reference.search(queries, 3)[1])
+                                          .all(axis=1).mean())
     return out
 
 
@@ -146,6 +156,9 @@ def measure(args, scratch: Path) -> list[dict]:
         row = {"threads": threads, "wait": wait or "default", "extra": extra, "coretype": core,
                **(json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]})}
         kernel = next((lib["architecture"] for lib in row.get("blas", []) if "faiss" in lib["filepath"]), None)
+        if extra.startswith("torch:"):                 # not FAISS's BLAS: torch's, and how many ids FAISS's
+            kernel = f"torch's {row.get('torch_blas')}, same ids " + "/".join(str(row.get(f"same_ids_{nq}"))
+                                                                                 for nq in BATCHES)
         print(f"{threads:>2} threads, wait {row['wait']}, {extra or 'plain'}, kernel {kernel}"
               f"{f' (forced {core})' if core else ''}: " + ", ".join(f"{nq} queries {row.get(f'ms_{nq}')} ms"
                                                                    for nq in BATCHES) + (" ERROR" if "error" in row else ""),

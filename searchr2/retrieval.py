@@ -537,42 +537,53 @@ class DenseRetriever:
         return results
 
 
-#: Database rows multiplied by a query batch at once in :class:`TorchFlatIndex`: it bounds the score
-#: matrix (512 queries x 2^20 rows in float32 is 2 GiB). The hits do not depend on it.
-TORCH_CHUNK_ROWS = 1 << 20
+#: Scores computed at once in :class:`TorchFlatIndex`, per device: a batch of n queries is multiplied by
+#: this many // n database rows at a time (2^29 float32 scores are 2 GiB: 512 queries x 2^20 rows). The
+#: hits do not depend on it; the device's memory does.
+TORCH_CHUNK_SCORES = 1 << 29
+#: Rows copied from the FAISS index to a device at once when it is opened (through the host).
+TORCH_COPY_ROWS = 1 << 20
 
 
 class TorchFlatIndex:
     """Exact inner-product search over the vectors of a FAISS flat index, held by torch on ``devices`` as
     row shards (``server.torch_gpu``). It answers what :class:`DenseRetriever` asks of a FAISS index:
-    ``ntotal`` and ``search(x, k) -> (scores, ids)``, numpy arrays, best first, ids padded with -1 (scores with
-    float32's lowest) where fewer than ``k`` rows exist, as FAISS does.
+    ``ntotal`` and ``search(x, k) -> (scores, ids)``, numpy arrays, best first (equal scores: lower id
+    first; which of several equal scores at the k-th place make the cut is left open), ids padded with -1 (scores with float32's lowest) where fewer than ``k`` rows exist, as FAISS
+    does.
 
     Hand-written, though it is FAISS's job, because faiss-gpu cannot always be installed beside torch: its
     PyPI wheels are built against CUDA 12 (faiss-gpu 1.15.1 asks for nvidia-cublas-cu12 < 13, about 600 MB;
     faiss-gpu-cu12 covers compute capability 7.0-8.9, not Hopper), while torch builds for CUDA 13 bring
     cuBLAS 13. Flat search is one matrix product and a top-k per chunk of rows, which torch does with the
-    cuBLAS it already has; the shards' top-k lists are merged into one. Identical ids to FAISS's flat search,
-    scores equal to float32 rounding (``tests/test_retrieval.py``).
+    cuBLAS it already has; the shards' top-k lists are merged into one. Same hits as FAISS's flat search up
+    to float32 rounding and the order of equal scores (``tests/test_retrieval.py``), provided float32
+    products run in full precision: TF32 would round the scores to about 1e-3, so it is warned about.
     """
 
-    def __init__(self, index, devices: list[str], chunk_rows: int = TORCH_CHUNK_ROWS):
+    def __init__(self, index, devices: list[str], chunk_scores: int = TORCH_CHUNK_SCORES):
         import faiss
         import torch
 
         if not isinstance(index, faiss.IndexFlat) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(f"torch search needs a flat inner-product FAISS index, got {type(index).__name__}; "
                              "build the dense index with index.dense.index_type: flat")
-        if not devices or chunk_rows < 1:
-            raise ValueError(f"torch search needs at least one device and chunk_rows >= 1, got {devices!r}, {chunk_rows}")
-        self.ntotal, self.d, self.chunk_rows = index.ntotal, index.d, chunk_rows
+        if not devices or chunk_scores < 1:
+            raise ValueError(f"torch search needs at least one device and chunk_scores >= 1, got {devices!r}, "
+                             f"{chunk_scores}")
+        if any(torch.device(d).type == "cuda" for d in devices) and (
+                torch.backends.cuda.matmul.allow_tf32 or os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1"):
+            print("[retrieval] warning: torch multiplies float32 on the GPU in TF32 here (torch.backends.cuda.matmul."
+                  "allow_tf32, set_float32_matmul_precision or TORCH_ALLOW_TF32_CUBLAS_OVERRIDE): dense scores lose "
+                  "about three digits and close hits may swap", file=sys.stderr)
+        self.ntotal, self.d, self.chunk_scores = index.ntotal, index.d, chunk_scores
         bounds = np.linspace(0, self.ntotal, len(devices) + 1).astype(int)
         self.shards: list[tuple[int, object]] = []   # (first row, that shard's rows on its device)
         for device, start, stop in zip(devices, bounds[:-1], bounds[1:]):
             if stop > start:
                 rows = torch.empty((stop - start, self.d), dtype=torch.float32, device=device)
-                for a in range(start, stop, chunk_rows):       # through the host a chunk at a time
-                    b = min(a + chunk_rows, stop)
+                for a in range(start, stop, TORCH_COPY_ROWS):
+                    b = min(a + TORCH_COPY_ROWS, stop)
                     rows[a - start:b - start] = torch.from_numpy(index.reconstruct_n(int(a), int(b - a)))
                 self.shards.append((int(start), rows))
 
@@ -580,13 +591,14 @@ class TorchFlatIndex:
         import torch
 
         queries = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        chunk = max(1, self.chunk_scores // max(1, len(queries)))
         best = []                                  # per shard: (scores, ids) on its device; queued, not waited for
         with torch.inference_mode():
             for first, rows in self.shards:
                 q = queries.to(rows.device)
                 scores = ids = None
-                for a in range(0, rows.shape[0], self.chunk_rows):
-                    block = rows[a:a + self.chunk_rows]
+                for a in range(0, rows.shape[0], chunk):
+                    block = rows[a:a + chunk]
                     s, i = torch.topk(q @ block.T, min(k, block.shape[0]), dim=1)
                     i = i + (first + a)
                     if scores is not None:
@@ -595,14 +607,17 @@ class TorchFlatIndex:
                         i = torch.gather(i, 1, pos)
                     scores, ids = s, i
                 best.append((scores, ids))
-            scores = torch.cat([s.cpu() for s, _ in best], 1)
-            ids = torch.cat([i.cpu() for _, i in best], 1)
-            scores, pos = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-            ids = torch.gather(ids, 1, pos)
-        pad = k - scores.shape[1]
-        out_scores = np.pad(scores.numpy(), ((0, 0), (0, pad)), constant_values=np.finfo(np.float32).min)   # as FAISS pads
-        out_ids = np.pad(ids.numpy(), ((0, 0), (0, pad)), constant_values=-1)
-        return out_scores.astype(np.float32), out_ids.astype(np.int64)
+            if best:
+                scores = torch.cat([s.cpu() for s, _ in best], 1).numpy()
+                ids = torch.cat([i.cpu() for _, i in best], 1).numpy()
+            else:                                  # an empty index
+                scores, ids = np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+        # the best k by score, equal scores by id (torch.topk leaves their order open)
+        order = np.lexsort((ids, -scores), axis=1)[:, :k] if ids.size else ids
+        scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        pad = ((0, 0), (0, k - scores.shape[1]))
+        return (np.pad(scores, pad, constant_values=np.finfo(np.float32).min).astype(np.float32),   # as FAISS pads
+                np.pad(ids, pad, constant_values=-1).astype(np.int64))
 
 
 # ------------------------------------------------------------------------------------- loading

@@ -69,10 +69,10 @@ class ServerConfig:
     max_body_bytes: int = 1_000_000    # a larger request body is refused (413)
     request_timeout_s: float = 30.0    # a request not answered by then gets a 504
     faiss_gpu: bool = False            # shard a dense index over every GPU of the node (faiss-gpu only; with
-                                       # faiss-cpu, or for BM25, the server refuses to start)
+                                       # faiss-cpu, or for BM25, loading fails and /health says why)
     torch_gpu: bool = False            # search a flat dense index with torch instead, its vectors split over every
-                                       # GPU of the node: for nodes where faiss-gpu cannot be installed (same hits;
-                                       # without a GPU, for BM25 or another index type the server refuses to start)
+                                       # visible GPU: for nodes where faiss-gpu cannot be installed (same hits; with
+                                       # no GPU, for BM25 or another index type loading fails and /health says why)
 
     def __post_init__(self):
         check_types(self, "server.")

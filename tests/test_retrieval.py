@@ -15,7 +15,7 @@ import pytest
 from searchr2.corpus import parse_contents
 from searchr2.docstore import DocStore, offsets_path, write_offsets
 from searchr2.io import InputError
-from searchr2.retrieval import (TORCH_CHUNK_ROWS, BM25Config, DenseConfig, IndexConfig, RetrievalConfig,
+from searchr2.retrieval import (TORCH_CHUNK_SCORES, BM25Config, DenseConfig, IndexConfig, RetrievalConfig,
                                 TorchFlatIndex, build_bm25_index, build_dense_index, load_retriever)
 
 # 30 fictional passages: (title, text). Each one is about something no model has seen.
@@ -259,16 +259,17 @@ def test_approximate_index_types_build_and_search(corpus, tmp_path, index_type):
         TorchFlatIndex(retriever.index, ["cpu"])         # torch search is exact search: flat only
 
 
-@pytest.mark.parametrize("devices, chunk_rows", [(["cpu"], TORCH_CHUNK_ROWS), (["cpu"] * 3, 7), (["cpu"] * 2, 1)])
-def test_torch_flat_search_finds_what_faiss_finds(devices, chunk_rows):
+@pytest.mark.parametrize("devices, chunk_scores", [(["cpu"], TORCH_CHUNK_SCORES), (["cpu"] * 3, 20 * 7), (["cpu"] * 2, 1)])
+def test_torch_flat_search_finds_what_faiss_finds(devices, chunk_scores):
     import faiss
 
     rng = np.random.default_rng(0)
     index = faiss.IndexFlatIP(16)
     index.add(rng.standard_normal((500, 16), dtype=np.float32))
     queries = rng.standard_normal((20, 16), dtype=np.float32)
-    # the shards (a device each, here all the CPU) and chunks of rows are merged into one ranking
-    torch_index = TorchFlatIndex(index, devices, chunk_rows)
+    # the shards (a device each, here all the CPU) and chunks of rows (7 rows for 20 queries, or 1) are
+    # merged into one ranking
+    torch_index = TorchFlatIndex(index, devices, chunk_scores)
     firsts = [first for first, _ in torch_index.shards]
     sizes = [rows.shape[0] for _, rows in torch_index.shards]
     assert torch_index.ntotal == sum(sizes) == 500 and len(sizes) == len(devices)
@@ -279,27 +280,41 @@ def test_torch_flat_search_finds_what_faiss_finds(devices, chunk_rows):
         assert ids.dtype == np.int64 and scores.dtype == np.float32
         assert (ids == want_ids).all()
         assert np.allclose(scores, want_scores, atol=1e-5)
-    # fewer rows than k: padded as FAISS pads (id -1, float32's lowest score)
+    # fewer rows than k, and than devices: padded as FAISS pads (id -1, float32's lowest score)
     small = faiss.IndexFlatIP(16)
-    small.add(queries[:3])
+    small.add(queries[:2])
     want_scores, want_ids = small.search(queries[:4], 5)
-    scores, ids = TorchFlatIndex(small, devices, chunk_rows).search(queries[:4], 5)
-    assert (ids == want_ids).all() and (ids[:, 3:] == -1).all()
-    assert np.allclose(scores[:, :3], want_scores[:, :3], atol=1e-5) and (scores[:, 3:] == want_scores[:, 3:]).all()
+    tiny = TorchFlatIndex(small, devices + ["cpu"], chunk_scores)
+    assert len(tiny.shards) == 2
+    scores, ids = tiny.search(queries[:4], 5)
+    assert (ids == want_ids).all() and (ids[:, 2:] == -1).all()
+    assert np.allclose(scores[:, :2], want_scores[:, :2], atol=1e-5) and (scores[:, 2:] == want_scores[:, 2:]).all()
+    want_scores, want_ids = faiss.IndexFlatIP(16).search(queries[:2], 3)           # an empty index
+    scores, ids = TorchFlatIndex(faiss.IndexFlatIP(16), devices).search(queries[:2], 3)
+    assert ids.shape == (2, 3) and (ids == want_ids).all() and (scores == want_scores).all()
+    # equal scores come back lower id first, whatever order torch.topk leaves them in (small whole numbers:
+    # exact products, in any order of summation)
+    twins = faiss.IndexFlatIP(16)
+    twins.add(np.array([[0.5] * 16, [1.0] * 16, [0.5] * 16, [1.0] * 16, [2.0] * 16, [1.0] * 16, [0.5] * 16],
+                       dtype=np.float32))
+    ones = np.ones((1, 16), dtype=np.float32)
+    assert TorchFlatIndex(twins, devices, chunk_scores).search(ones, 4)[1].tolist() == [[4, 1, 3, 5]]
     with pytest.raises(ValueError, match="at least one device"):
         TorchFlatIndex(index, [])
+    with pytest.raises(ValueError, match="flat inner-product"):
+        TorchFlatIndex(faiss.IndexFlatL2(16), ["cpu"])
 
 
 def test_dense_retriever_on_torch_search_gives_the_same_hits(index_dir):
     retriever = load_retriever("dense", index_dir, IndexConfig())
     queries = [q for q, _ in QUERIES + DENSE_QUERIES]
     want = retriever.search(queries, k=5)
-    retriever.index = TorchFlatIndex(retriever.index, ["cpu", "cpu"], chunk_rows=4)
+    retriever.index = TorchFlatIndex(retriever.index, ["cpu", "cpu"], chunk_scores=4 * len(queries))
     got = retriever.search(queries, k=5)
     assert [[h["id"] for h in row] for row in got] == [[h["id"] for h in row] for row in want]
     assert all(g["text"] == w["text"] and abs(g["score"] - w["score"]) < 1e-5
                for grow, wrow in zip(got, want) for g, w in zip(grow, wrow))
-    assert len(retriever.search(queries[:1], k=100)[0]) == len(PASSAGES)   # k past the rows: -1 ids dropped
+    assert len(retriever.search(queries[:1], k=100)[0]) == len(PASSAGES)   # k past the rows: every passage
 
 
 @pytest.mark.parametrize("line, field, message", [

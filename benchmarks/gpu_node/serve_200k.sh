@@ -14,7 +14,8 @@
 #      encoder on $DEV), then bench_server.py runs at 1, 8 and 64 clients with the query encoder on $DEV; the
 #      batching server's line per batch (ms by stage) is appended to run.log.
 # Env: OUT (where results and run.log go), MINILM_SRC, DEV (cuda), ENTITIES (71000), REQ (requests per client),
-# THREADS (16), CORETYPES (OpenBLAS kernels to try; default "SkylakeX Haswell"),
+# THREADS (16), CORETYPES (OpenBLAS kernels to try; default "SkylakeX Haswell"), TORCH_DEVICES (torch devices
+# for step 2's torch rows, e.g. "cuda"; none by default; with FAISS_CHECK=0 there is no step 2),
 # BENCH_TIMEOUT (s per bench_server run, 400; REQ=30 took over 150 s on the slower node), ENCODERS (query-encoder devices to serve with, one run each; default
 # $DEV; the first run on the H200 node used "cuda cpu", REQ=20 and no step 2), KERNELS (OpenBLAS kernels to serve
 # with, one bench_server run each, "detected" for none forced; default: step 2's choice), FAISS_CHECK (0: skip
@@ -31,7 +32,10 @@ fi
 PY=${PY:-python3}
 (nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1; lscpu | grep -E "Model name|^CPU\(s\)|Vendor ID|CPU family|^Model:";
  $PY -c "import torch, transformers, faiss, fastapi, uvicorn, numpy; print('torch', torch.__version__, 'transformers', transformers.__version__, 'faiss', faiss.__version__, 'fastapi', fastapi.__version__, 'numpy', numpy.__version__)") 2>&1
-[ "${FAISS_CHECK:-1}" = 1 ] && timeout 180 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
+for search in ${SEARCHES:-faiss}; do          # a misspelt value would otherwise run FAISS under its name
+  case $search in torch|faiss) ;; *) echo "SEARCHES: unknown $search (torch, faiss)"; exit 2 ;; esac
+done
+[ "${FAISS_CHECK:-1}" = 1 ] && timeout 240 $PY benchmarks/bench_faiss_flat.py --json $OUT/faissdiag.json --coretypes ${CORETYPES:-SkylakeX Haswell} \
   --coretype-threads $THREADS ${TORCH_DEVICES:+--torch-devices $TORCH_DEVICES} >> $OUT/run.log 2>&1; grep -v "^BEST" $OUT/run.log 2>/dev/null | tail -14
 best=$(grep "^BEST" $OUT/run.log | tail -1)
 if [ -n "$best" ]; then
@@ -40,6 +44,7 @@ if [ -n "$best" ]; then
   core=$(echo $best | cut -d' ' -f4); [ -n "$core" ] && [ "$core" != - ] && export OPENBLAS_CORETYPE=$core
 fi
 echo "threads $THREADS, OMP_WAIT_POLICY ${OMP_WAIT_POLICY:-unset}, OPENBLAS_CORETYPE ${OPENBLAS_CORETYPE:-unset}"
+chosen_core=${OPENBLAS_CORETYPE-}               # what KERNELS' "chosen" restores after another kernel's run
 rm -rf /tmp/minilm && cp -r "${MINILM_SRC:?set MINILM_SRC to a folder with all-MiniLM-L6-v2 config.json and tokenizer files}" /tmp/minilm
 $PY - <<'PYEOF' || exit 4
 import torch
@@ -54,7 +59,11 @@ $PY benchmarks/bench_index.py --world-entities $ENTITIES --workdir $W --name dev
 echo "index built in $(( $(date +%s) - t0 )) s"; cp benchmarks/results/device-world-200k.* $OUT/
 for search in ${SEARCHES:-faiss}; do
  for kernel in ${KERNELS:-chosen}; do
-  case $kernel in chosen) ;; detected) unset OPENBLAS_CORETYPE ;; *) export OPENBLAS_CORETYPE=$kernel ;; esac
+  case $kernel in
+    chosen) if [ -n "$chosen_core" ]; then export OPENBLAS_CORETYPE=$chosen_core; else unset OPENBLAS_CORETYPE; fi ;;
+    detected) unset OPENBLAS_CORETYPE ;;
+    *) export OPENBLAS_CORETYPE=$kernel ;;
+  esac
   for enc in ${ENCODERS:-$DEV}; do
    name=device-server-200k-$enc; [ -n "${KERNELS:-}" ] && name=$name-$kernel; flag=
    [ $search = torch ] && name=$name-torch && flag=--torch-gpu
