@@ -242,7 +242,8 @@ def main() -> None:
     for method in args.methods:
         runs: dict = {mode: [] for mode in MODES}
         memory: dict = {}
-        local, _ = open_index(args.workdir, method, args.device, args.torch_gpu and method == "dense")
+        torch_gpu = args.torch_gpu and method == "dense"          # BM25 has no vectors to put on the GPUs
+        local, _ = open_index(args.workdir, method, args.device, torch_gpu)
         lock = threading.Lock()
 
         def in_process(qs, local=local, lock=lock):
@@ -262,7 +263,7 @@ def main() -> None:
                                       "--workdir", str(args.workdir), "--port", str(port),
                                       "--threads", str(args.threads), "--batch-log", str(batch_log)]
                                      + (["--device", args.device] if args.device else [])
-                                     + (["--torch-gpu"] if args.torch_gpu and method == "dense" else []), cwd=ROOT)
+                                     + (["--torch-gpu"] if torch_gpu else []), cwd=ROOT)
             try:
                 url = f"http://127.0.0.1:{port}"
                 start = time.perf_counter()

@@ -549,8 +549,8 @@ class TorchFlatIndex:
     """Exact inner-product search over the vectors of a FAISS flat index, held by torch on ``devices`` as
     row shards (``server.torch_gpu``). It answers what :class:`DenseRetriever` asks of a FAISS index:
     ``ntotal`` and ``search(x, k) -> (scores, ids)``, numpy arrays, best first (equal scores: lower id
-    first; which of several equal scores at the k-th place make the cut is left open), ids padded with -1 (scores with float32's lowest) where fewer than ``k`` rows exist, as FAISS
-    does.
+    first; which of several equal scores at the k-th place make the cut is left open), ids padded with
+    -1 (scores with float32's lowest) where fewer than ``k`` rows exist, as FAISS does.
 
     Hand-written, though it is FAISS's job, because faiss-gpu cannot always be installed beside torch: its
     PyPI wheels are built against CUDA 12 (faiss-gpu 1.15.1 asks for nvidia-cublas-cu12 < 13, about 600 MB;
@@ -592,32 +592,22 @@ class TorchFlatIndex:
 
         queries = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         chunk = max(1, self.chunk_scores // max(1, len(queries)))
-        best = []                                  # per shard: (scores, ids) on its device; queued, not waited for
+        found = []              # each chunk's best (scores, ids), on its device: queued, not waited for
         with torch.inference_mode():
             for first, rows in self.shards:
                 q = queries.to(rows.device)
-                scores = ids = None
                 for a in range(0, rows.shape[0], chunk):
                     block = rows[a:a + chunk]
                     s, i = torch.topk(q @ block.T, min(k, block.shape[0]), dim=1)
-                    i = i + (first + a)
-                    if scores is not None:
-                        s, i = torch.cat([scores, s], 1), torch.cat([ids, i], 1)
-                        s, pos = torch.topk(s, min(k, s.shape[1]), dim=1)
-                        i = torch.gather(i, 1, pos)
-                    scores, ids = s, i
-                best.append((scores, ids))
-            if best:
-                scores = torch.cat([s.cpu() for s, _ in best], 1).numpy()
-                ids = torch.cat([i.cpu() for _, i in best], 1).numpy()
-            else:                                  # an empty index
-                scores, ids = np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        # the best k by score, equal scores by id (torch.topk leaves their order open)
-        order = np.lexsort((ids, -scores), axis=1)[:, :k] if ids.size else ids
+                    found.append((s, i + (first + a)))
+            scores = np.concatenate([np.empty((len(queries), 0), np.float32)] + [s.cpu().numpy() for s, _ in found], 1)
+            ids = np.concatenate([np.empty((len(queries), 0), np.int64)] + [i.cpu().numpy() for _, i in found], 1)
+        # the best k of all chunks by score, equal scores by id (torch.topk leaves their order open)
+        order = np.lexsort((ids, -scores), axis=1)[:, :k]
         scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
         pad = ((0, 0), (0, k - scores.shape[1]))
-        return (np.pad(scores, pad, constant_values=np.finfo(np.float32).min).astype(np.float32),   # as FAISS pads
-                np.pad(ids, pad, constant_values=-1).astype(np.int64))
+        return (np.pad(scores, pad, constant_values=np.finfo(np.float32).min),   # as FAISS pads
+                np.pad(ids, pad, constant_values=-1))
 
 
 # ------------------------------------------------------------------------------------- loading
